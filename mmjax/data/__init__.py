@@ -1,0 +1,1 @@
+"""Data layer: sources -> Material -> featurisers -> store -> pipeline -> Batch."""

@@ -1,0 +1,1 @@
+"""See package docstring of mmjax."""
