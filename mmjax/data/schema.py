@@ -82,3 +82,10 @@ DOS_LENGTH = 601
 DENSITY_GRID = 32
 GAUSSIAN_CENTERS = 41
 MAX_ELEMENTS = 8
+
+# Device batches: for data parallelism the pipeline emits every Batch leaf with a leading
+# device axis [n_devices, B_per_device, ...] (graphs: each device's GraphsTuple packed to the
+# same node/edge budgets, then stacked leaf-wise). On one device n_devices = 1. Systems
+# flatten dense modalities to [n_devices * B_per_device, ...] and vmap graph encoders over the
+# device axis; jit + NamedSharding over the mesh axis "data" partitions that leading axis.
+DATA_AXIS = "data"
