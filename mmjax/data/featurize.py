@@ -1,0 +1,416 @@
+"""Featurisation driver: ``Material`` -> record dict (schema.py layout) -> dataset on disk.
+
+``featurize_material`` runs the featurisers a :class:`FeatureSpec` asks for on one material;
+``featurize_dataset`` runs it over many materials in worker processes and writes a store
+(:mod:`mmjax.data.store`) with a manifest.
+
+Splitting a large set across a cluster job array: job ``k`` of ``K`` calls
+``featurize_dataset(materials, spec, out_dir, shard_index=k, num_shards=K)`` on the *same*
+ordered ``materials`` sequence and the same ``out_dir``; shard ``k`` takes the contiguous range
+``materials[k*n//K : (k+1)*n//K]`` and writes its own chunk folders and
+``manifest-0000k-of-0000K.json``. When all jobs are done, ``merge_manifests(out_dir)`` writes
+``manifest.json``; the merged dataset has the records in the original order, identical to an
+unsharded run.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import importlib
+import logging
+import math
+import multiprocessing
+import os
+import pathlib
+import time
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from mmjax.data import schema as S
+from mmjax.data import store
+from mmjax.data.material import Material, RecordError
+
+log = logging.getLogger(__name__)
+
+GRAPH_KINDS = {"cgcnn": (8.0, 12), "potnet": (4.0, 16)}
+_FEATURE_MODULES = ("graph", "xrd", "composition", "symmetry", "dos", "density", "charge_density", "text")
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureSpec:
+    """Which modalities to compute and how (one spec per stored dataset; saved in its manifest).
+
+    graph: crystal graph kind, "cgcnn" (neighbour graph, default 8 Å x 12), "potnet" (4 Å x 16
+        local edges + infinite potential edges) or None (no crystal graph).
+    cutoff (Å) / max_neighbors: None = the kind's default.
+    xrd: powder pattern on ``xrd_two_theta_range`` (degrees 2θ, end excluded) at ``xrd_step``
+        degrees, Gaussian σ ``xrd_sigma`` degrees.
+    composition: element indices + fractions; a material with more than ``max_elements``
+        distinct elements is a bad record.
+    symmetry: space group / crystal system labels at ``symprec`` (Å).
+    dos: DOS (when the material has one) resampled to ``dos_length`` points on the
+        Fermi-shifted grid ``dos_range`` (eV).
+    charge_density: voxel grid (when the material has one) resampled to ``charge_density_size``³.
+    text: store the raw description ("text/raw", "text/source"); the material's own text, or
+        ``describe_structure`` when it has none and ``describe_missing_text`` (robocrys when
+        ``text_robocrys``, about 0.5-1.5 s per structure, else the fast template).
+    targets: names of ``Material.targets`` to store as "target/<name>" (NaN when missing);
+        None stores every target a material has.
+    """
+
+    graph: str | None = "cgcnn"
+    cutoff: float | None = None
+    max_neighbors: int | None = None
+    xrd: bool = True
+    xrd_two_theta_range: tuple[float, float] = S.XRD_TWO_THETA_RANGE
+    xrd_step: float = S.XRD_STEP
+    xrd_sigma: float = 0.1
+    composition: bool = True
+    max_elements: int = S.MAX_ELEMENTS
+    symmetry: bool = True
+    symprec: float = 0.1
+    dos: bool = True
+    dos_length: int = S.DOS_LENGTH
+    dos_range: tuple[float, float] = (-10.0, 10.0)
+    charge_density: bool = True
+    charge_density_size: int = S.DENSITY_GRID
+    text: bool = False
+    describe_missing_text: bool = True
+    text_robocrys: bool = True
+    targets: tuple[str, ...] | None = None
+
+    def __post_init__(self):
+        if self.graph is not None and self.graph not in GRAPH_KINDS:
+            raise ValueError(f"FeatureSpec.graph must be one of {sorted(GRAPH_KINDS)} or None, got {self.graph!r}")
+        if self.graph is not None:
+            cutoff, k = GRAPH_KINDS[self.graph]
+            object.__setattr__(self, "cutoff", float(cutoff if self.cutoff is None else self.cutoff))
+            object.__setattr__(self, "max_neighbors", int(k if self.max_neighbors is None else self.max_neighbors))
+        for name in ("xrd_two_theta_range", "dos_range"):
+            value = tuple(float(v) for v in getattr(self, name))
+            if len(value) != 2 or not value[0] < value[1]:
+                raise ValueError(f"FeatureSpec.{name} must be (low, high) with low < high, got {value}")
+            object.__setattr__(self, name, value)
+        if self.targets is not None:
+            object.__setattr__(self, "targets", tuple(str(t) for t in self.targets))
+        if self.max_elements < 1:
+            raise ValueError("FeatureSpec.max_elements must be >= 1")
+
+    @classmethod
+    def from_config(cls, config: Any = None, **overrides) -> "FeatureSpec":
+        """Build from an ``ml_collections.ConfigDict`` / dict (same field names) plus overrides."""
+        values = dict(config.to_dict() if hasattr(config, "to_dict") else (config or {}))
+        values.update(overrides)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown FeatureSpec fields {sorted(unknown)}; known: {sorted(known)}")
+        for key in ("xrd_two_theta_range", "dos_range", "targets"):
+            if isinstance(values.get(key), list):
+                values[key] = tuple(values[key])
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        """JSON-able dict (tuples become lists)."""
+        return json_ready(dataclasses.asdict(self))
+
+    @property
+    def dos_grid(self) -> np.ndarray:
+        """float32 [dos_length] Fermi-shifted energies (eV) every stored DOS is resampled onto."""
+        fn = featurizer("dos_energy_grid")
+        return np.asarray(fn(self.dos_length, *self.dos_range), np.float32)
+
+
+def json_ready(value):
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    return value
+
+
+def featurizer(name: str) -> Callable:
+    """The featuriser function ``name`` from ``mmjax.data.features`` (imported lazily)."""
+    pkg = importlib.import_module("mmjax.data.features")
+    if hasattr(pkg, name):
+        return getattr(pkg, name)
+    for mod in _FEATURE_MODULES:
+        try:
+            module = importlib.import_module(f"mmjax.data.features.{mod}")
+        except ImportError:
+            continue
+        if hasattr(module, name):
+            return getattr(module, name)
+    raise ImportError(f"featuriser {name!r} not found in mmjax.data.features")
+
+
+def _run(record_id: str, what: str, fn: Callable, *args, **kwargs):
+    """Call one featuriser; any failure becomes a RecordError naming the record and the step."""
+    try:
+        return fn(*args, **kwargs)
+    except RecordError as err:
+        if err.record_id == record_id:
+            raise
+        raise RecordError(record_id, f"{what}: {err.reason}") from err
+    except Exception as exc:  # noqa: BLE001 - every featuriser failure is a per-record error
+        raise RecordError(record_id, f"{what} failed: {type(exc).__name__}: {exc}") from exc
+
+
+def _check_structure(material: Material) -> None:
+    st = material.structure
+    if len(st) == 0:
+        raise RecordError(material.id, "empty structure (no sites)")
+    if not st.is_ordered:
+        raise RecordError(material.id, "disordered structure (partial occupancy) is not supported")
+    frac = np.asarray(st.frac_coords, np.float64)
+    if not np.isfinite(frac).all() or not np.isfinite(st.lattice.matrix).all():
+        raise RecordError(material.id, "structure has non-finite coordinates or lattice")
+    if st.volume <= 1e-6:
+        raise RecordError(material.id, f"structure has a degenerate lattice (volume {st.volume:.3g} Å^3)")
+
+
+def featurize_material(material: Material, spec: FeatureSpec) -> dict:
+    """One material -> flat record dict (keys and dtypes of :mod:`mmjax.data.schema`).
+
+    A modality the material lacks (no structure, no DOS ...) is simply absent from the record.
+    Raises :class:`RecordError` naming the material for a bad record: empty or disordered
+    structure, more than ``spec.max_elements`` elements, a DOS with no finite value, or any
+    featuriser failure (the reason says which step failed).
+    """
+    if not isinstance(material, Material):
+        raise TypeError(f"featurize_material expects a Material, got {type(material).__name__}")
+    rid = material.id
+    rec: dict = {}
+    st = material.structure
+    if st is not None:
+        _check_structure(material)
+        if spec.graph is not None:
+            fn = featurizer("neighbor_graph" if spec.graph == "cgcnn" else "potnet_graph")
+            g = _run(rid, f"{spec.graph} graph", fn, st, cutoff=spec.cutoff, max_neighbors=spec.max_neighbors)
+            rec["crystal/atomic_numbers"] = np.asarray(g["atomic_numbers"], np.int32)
+            rec["crystal/senders"] = np.asarray(g["senders"], np.int32)
+            rec["crystal/receivers"] = np.asarray(g["receivers"], np.int32)
+            rec["crystal/distances"] = np.asarray(g["distances"], np.float32)
+            if "edge_kind" in g:
+                rec["crystal/edge_kind"] = np.asarray(g["edge_kind"], np.int8)
+            if "potential" in g:
+                rec["crystal/potential"] = np.asarray(g["potential"], np.float32)
+            if not np.isfinite(rec["crystal/distances"]).all():
+                raise RecordError(rid, "crystal graph has non-finite distances")
+        if spec.xrd:
+            x = _run(rid, "xrd", featurizer("xrd_pattern"), st, two_theta_range=spec.xrd_two_theta_range,
+                     step=spec.xrd_step, sigma=spec.xrd_sigma)
+            x = np.asarray(x, np.float32)
+            if not np.isfinite(x).all():
+                raise RecordError(rid, "xrd pattern has non-finite values")
+            rec["xrd"] = x
+        if spec.symmetry:
+            lab = _run(rid, "symmetry", featurizer("symmetry_labels"), st, symprec=spec.symprec)
+            rec["label/space_group"] = np.int32(lab["space_group"])
+            rec["label/crystal_system"] = np.int32(lab["crystal_system_index"])
+    if spec.composition and material.composition is not None:
+        if len(material.composition.elements) > spec.max_elements:
+            raise RecordError(rid, f"{len(material.composition.elements)} elements, more than "
+                                   f"max_elements={spec.max_elements}")
+        c = _run(rid, "composition", featurizer("composition_features"), material.composition, max_elements=None)
+        mask = np.asarray(c.get("mask", np.ones(len(c["atomic_numbers"]), bool)), bool)
+        rec["composition/atomic_numbers"] = np.asarray(c["atomic_numbers"], np.int32)[mask]
+        rec["composition/fractions"] = np.asarray(c["fractions"], np.float32)[mask]
+    if spec.dos and material.dos is not None:
+        dens = np.asarray(material.dos.densities, np.float64)
+        if dens.size == 0 or not np.isfinite(dens).any():
+            raise RecordError(rid, "DOS has no finite density value")
+        d = _run(rid, "dos", featurizer("dos_features"), material.dos.energies, material.dos.densities,
+                 efermi=material.dos.efermi, grid=spec.dos_grid)
+        rec["dos/densities"] = np.asarray(d["densities"], np.float32)
+        rec["dos/mask"] = np.asarray(d["mask"], bool)
+        if not np.isfinite(rec["dos/densities"]).all():
+            raise RecordError(rid, "DOS features have non-finite values after repair")
+    if spec.charge_density and material.charge_density is not None:
+        v = _run(rid, "charge density", featurizer("charge_density_features"), material.charge_density,
+                 size=spec.charge_density_size)
+        rec["charge_density"] = np.asarray(v, np.float32)
+        if not np.isfinite(rec["charge_density"]).all():
+            raise RecordError(rid, "charge density has non-finite values")
+    if spec.text:
+        if material.text:
+            rec["text/raw"], rec["text/source"] = str(material.text), str(material.text_source or "source")
+        elif st is not None and spec.describe_missing_text:
+            text, source = _run(rid, "text description", featurizer("describe_structure"), st,
+                                use_robocrys=spec.text_robocrys, record_id=rid)
+            rec["text/raw"], rec["text/source"] = str(text), str(source)
+    names = spec.targets if spec.targets is not None else tuple(sorted(material.targets))
+    for name in names:
+        value = material.targets.get(name, math.nan)
+        try:
+            value = float(value) if value is not None else math.nan
+        except (TypeError, ValueError):
+            raise RecordError(rid, f"target {name!r} is not a number: {value!r}") from None
+        rec[f"target/{name}"] = np.float32(value)
+    if not rec:
+        raise RecordError(rid, "no modality could be computed (no structure and nothing else requested)")
+    return rec
+
+
+# ----------------------------------------------------------------------------------------------
+# Dataset driver
+
+
+def material_from_text(item: tuple) -> Material:
+    """Worker-side parser for raw items ``(id, structure_text)`` or ``(id, structure_text, targets)``:
+    POSCAR or CIF text -> ``Material`` (pass as ``featurize_dataset(..., parse=material_from_text)``)."""
+    from mmjax.data.sources.structure_text import parse_structure
+
+    rid, text = str(item[0]), item[1]
+    targets = dict(item[2]) if len(item) > 2 and item[2] else {}
+    try:
+        structure = parse_structure(text)
+    except Exception as exc:  # noqa: BLE001
+        raise RecordError(rid, f"could not parse structure: {exc}") from exc
+    return Material(id=rid, structure=structure, targets=targets)
+
+
+def _item_id(item: Any, position: int) -> str:
+    if isinstance(item, Material):
+        return item.id
+    if isinstance(item, dict) and "id" in item:
+        return str(item["id"])
+    if isinstance(item, (tuple, list)) and item and isinstance(item[0], (str, int)):
+        return str(item[0])
+    return f"#{position}"
+
+
+def featurize_item(item: Any, spec: FeatureSpec, parse: Callable[[Any], Material] | None,
+                   position: int = -1) -> tuple:
+    """(id, record or None, reason or None) for one input item; never raises for a bad record."""
+    rid = _item_id(item, position)
+    try:
+        if parse is not None:
+            try:
+                material = parse(item)
+            except RecordError:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                raise RecordError(rid, f"could not parse: {type(exc).__name__}: {exc}") from exc
+        else:
+            material = item
+        rid = material.id
+        return rid, featurize_material(material, spec), None
+    except RecordError as err:
+        return err.record_id, None, err.reason
+    except Exception as exc:  # noqa: BLE001 - an unexpected failure still loses only this record
+        return rid, None, f"unexpected {type(exc).__name__}: {exc}"
+
+
+def _featurize_chunk(spec: FeatureSpec, parse, chunk: list) -> list:
+    """Worker entry point (top level so that spawn/forkserver workers can import it)."""
+    out = []
+    for position, item in chunk:
+        rid, rec, reason = featurize_item(item, spec, parse, position)
+        out.append((position, rid, rec, reason))
+    return out
+
+
+def _worker_init() -> None:
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def shard_range(n: int, shard_index: int, num_shards: int) -> tuple[int, int]:
+    """Contiguous [start, stop) of shard ``shard_index`` out of ``num_shards`` over ``n`` items."""
+    if num_shards < 1 or not 0 <= shard_index < num_shards:
+        raise ValueError(f"need 0 <= shard_index < num_shards, got {shard_index} of {num_shards}")
+    return shard_index * n // num_shards, (shard_index + 1) * n // num_shards
+
+
+def _results(items: list, spec, parse, num_workers: int, chunk_size: int, mp_context: str) -> Iterable[list]:
+    """Featurised chunks in input order; ``num_workers`` = 0 runs in this process."""
+    chunks = [items[i:i + chunk_size] for i in range(0, len(items), chunk_size)]
+    if num_workers == 0:
+        for chunk in chunks:
+            yield _featurize_chunk(spec, parse, chunk)
+        return
+    ctx = multiprocessing.get_context(mp_context)
+    with concurrent.futures.ProcessPoolExecutor(num_workers, mp_context=ctx, initializer=_worker_init) as pool:
+        window = 4 * num_workers
+        pending: list = []
+        it = iter(chunks)
+        for chunk in it:
+            pending.append(pool.submit(_featurize_chunk, spec, parse, chunk))
+            if len(pending) >= window:
+                break
+        while pending:
+            done = pending.pop(0).result()
+            nxt = next(it, None)
+            if nxt is not None:
+                pending.append(pool.submit(_featurize_chunk, spec, parse, nxt))
+            yield done
+
+
+def featurize_dataset(
+    materials: Sequence[Any],
+    spec: FeatureSpec,
+    out_dir: str | os.PathLike,
+    num_workers: int = 2,
+    shard_index: int = 0,
+    num_shards: int = 1,
+    records_per_file: int = 4096,
+    *,
+    parse: Callable[[Any], Material] | None = None,
+    chunk_size: int = 64,
+    sources: Sequence[str] | None = None,
+    command: str | None = None,
+    progress: bool = True,
+    mp_context: str = "spawn",
+) -> store.Manifest:
+    """Featurise ``materials`` (this shard's contiguous range of them) into a store at ``out_dir``.
+
+    materials: a sequence of ``Material``, or of raw items that ``parse`` turns into a
+        ``Material`` inside the workers (so parsing is parallel too); ``parse`` must be a
+        picklable top-level function. Its failures are bad records like any other.
+    num_workers: worker processes (``mp_context``, "spawn" by default); 0 = in this process.
+        Work goes to workers in chunks of ``chunk_size`` items; results are written in order.
+    shard_index / num_shards: see the module docstring; with ``num_shards > 1`` the manifest
+        is ``manifest-SSSSS-of-NNNNN.json`` and :func:`mmjax.data.store.merge_manifests` joins them.
+    records_per_file: records per chunk folder.
+    Bad records are logged, listed in ``manifest.skipped`` with id and reason and counted in
+    ``manifest.counts``; the rest is written. Returns the (shard) manifest.
+    """
+    from tqdm.auto import tqdm
+
+    if num_workers < 0 or chunk_size < 1:
+        raise ValueError("num_workers must be >= 0 and chunk_size >= 1")
+    out = pathlib.Path(out_dir)
+    if (out / store.manifest_name(shard_index, num_shards)).exists():
+        raise FileExistsError(f"{out / store.manifest_name(shard_index, num_shards)} exists; "
+                              "featurise into a fresh folder")
+    start, stop = shard_range(len(materials), shard_index, num_shards)
+    items = [(start + i, materials[start + i]) for i in range(stop - start)]
+    writer = store.StoreWriter(out, shard_index=shard_index, records_per_file=records_per_file)
+    skipped: list = []
+    t0 = time.perf_counter()
+    bar = tqdm(total=len(items), desc=f"featurise shard {shard_index}/{num_shards}", unit="mat", disable=not progress)
+    for chunk in _results(items, spec, parse, num_workers, chunk_size, mp_context):
+        for position, rid, rec, reason in chunk:
+            if rec is not None:
+                try:
+                    writer.add(rid, rec)
+                except RecordError as err:
+                    reason = err.reason
+            if reason is not None:
+                log.warning("skipped material %s (input position %d): %s", rid, position, reason)
+                skipped.append({"id": rid, "position": position, "reason": reason})
+        bar.update(len(chunk))
+    bar.close()
+    grids = {}
+    if spec.dos and "dos/densities" in writer.schema:
+        grids["dos/energies"] = spec.dos_grid.tolist()
+    info = store.provenance(spec.to_dict(), sources, command)
+    info["seconds"] = round(time.perf_counter() - t0, 3)
+    info["num_workers"] = num_workers
+    return store.finish_manifest(out, writer, skipped=skipped, num_input=len(items), shard_index=shard_index,
+                                 num_shards=num_shards, grids=grids, provenance_info=info)
