@@ -1,0 +1,45 @@
+"""The engine's part of every config: defaults for every key `mmjax.train` reads.
+
+A system config starts from `base_config()` and fills ``config.system`` (read by the system
+factory) and ``config.data`` (read by the data source); ``configs/*.py`` then set values like a
+paper's hyperparameter table. `mmjax.main` locks the config, so a misspelt or mistyped
+``--config.<key>=`` override fails naming the key.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from mmjax.train.optim import optim_config
+
+
+def base_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    # Resume even if the checkpoint in --workdir was written under a different config.
+    c.resume_mismatch = False
+    c.system = ml_collections.ConfigDict(dict(name="toy"))
+    c.data = ml_collections.ConfigDict(dict(source="synthetic", batch_per_device=4, length=16, eval_batches=2,
+                                            delay_s=0.0, nan_at_batch=-1))
+    c.train = ml_collections.ConfigDict(dict(
+        steps=100,               # optimiser updates in the whole run
+        log_every=10,            # fetch metrics / write logs every N steps (and at the end)
+        eval_every=0,            # 0: evaluate only at the end (if the source has an eval split)
+        compute_dtype="float32",  # or "bfloat16": read by the system factory
+        progress=True,           # tqdm bar on process 0
+        init_from="",            # finetune: workdir or checkpoint dir whose params seed matching leaves
+    ))
+    c.optim = optim_config("generic")
+    c.checkpoint = ml_collections.ConfigDict(dict(
+        every=0,                 # save every N steps (0: only at the end); always at the end
+        keep=2,                  # latest K checkpoints kept
+        best_metric="",          # e.g. "eval/loss": also keep the best step by this metric
+        best_mode="min",
+        async_save=True,
+    ))
+    c.mesh = ml_collections.ConfigDict(dict(param_sharding="replicate", fsdp_min_size=2**16))
+    return c
+
+
+# Config keys that may differ between a checkpoint and the resuming run without changing results.
+RESUME_IGNORED_KEYS = ("resume_mismatch", "train.progress", "train.log_every", "data.delay_s")

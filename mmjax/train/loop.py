@@ -1,0 +1,279 @@
+"""The training loop: init or resume, train, log, evaluate, checkpoint, summarise.
+
+`train(system, config, workdir, train_iter, eval_iter_fn)` is the one entry point. A run killed
+at any moment and restarted with the same command resumes from its newest checkpoint (state,
+data-iterator position) and ends with the same parameters as an uninterrupted run, because the
+step key is ``fold_in(rng, step)`` and batches come from the restored iterator position.
+
+Files in `workdir`: ``checkpoints/<step>/``, ``metrics.jsonl``, ``tb/`` (TensorBoard),
+``summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from typing import Any, Callable, Iterable
+
+import jax
+import ml_collections
+import numpy as np
+
+from mmjax.train import mesh as mesh_lib
+from mmjax.train.checkpoint import Checkpointer, load_params
+from mmjax.train.config import RESUME_IGNORED_KEYS
+from mmjax.train.data import peek
+from mmjax.train.metrics import MetricWriter, Progress, Throughput
+from mmjax.train.optim import build_optimizer
+from mmjax.train.state import TrainState, abstract_state, init_state
+from mmjax.train.step import make_eval_step, make_train_step
+
+PyTree = Any
+log = logging.getLogger(__name__)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or a gradient became NaN/Inf; the message names the step."""
+
+
+class ConfigMismatch(RuntimeError):
+    """The workdir's checkpoint was written under a different config."""
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def config_differences(old: dict, new: dict, ignore: Iterable[str] = RESUME_IGNORED_KEYS) -> list[str]:
+    """``"key: old -> new"`` for every dotted key whose value differs (keys in `ignore` skipped)."""
+    a, b = _flatten(old), _flatten(new)
+    ignore = set(ignore)
+    return [f"{k}: {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}"
+            for k in sorted(set(a) | set(b)) if k not in ignore and a.get(k) != b.get(k)]
+
+
+def config_json(config: ml_collections.ConfigDict) -> dict:
+    """The config as plain JSON types (tuples become lists), as stored in checkpoints."""
+    return json.loads(config.to_json_best_effort(sort_keys=True))
+
+
+def evaluate(eval_step: Callable, params: PyTree, batches: Iterable, mesh, rng: jax.Array,
+             prefix: str = "eval/") -> dict[str, float]:
+    """Mean over batches of each eval metric (per-batch means, equally weighted)."""
+    sums, n = None, 0
+    for host_batch in batches:
+        m = eval_step(params, mesh_lib.host_to_global(host_batch, mesh), rng)
+        sums = m if sums is None else jax.tree.map(lambda a, b: a + b, sums, m)
+        n += 1
+    if n == 0:
+        return {}
+    return {f"{prefix}{k}": float(v) / n for k, v in jax.device_get(sums).items()}
+
+
+def _merge_params(init: PyTree, loaded: dict) -> tuple[PyTree, int]:
+    """Leaves of `init` replaced by same-path, same-shape leaves of `loaded`; returns (params, count)."""
+    flat_loaded = {jax.tree_util.keystr(p): v for p, v in jax.tree_util.tree_flatten_with_path(loaded)[0]}
+    n = 0
+
+    def pick(path, leaf):
+        nonlocal n
+        v = flat_loaded.get(jax.tree_util.keystr(path))
+        if v is not None and tuple(np.shape(v)) == tuple(leaf.shape):
+            n += 1
+            return np.asarray(v, leaf.dtype)
+        return leaf
+
+    return jax.tree_util.tree_map_with_path(pick, init), n
+
+
+def build_engine(system, config: ml_collections.ConfigDict, example_host_batch: PyTree, mesh=None):
+    """Optimiser, abstract state, shardings and a global example batch for `system` on `mesh`.
+
+    Returns a dict with keys mesh, tx, schedule, abstract, shardings, example, rng.
+    """
+    mesh = mesh_lib.make_mesh() if mesh is None else mesh
+    example = mesh_lib.host_to_global(example_host_batch, mesh)
+    rng = jax.random.PRNGKey(config.seed)
+    labels = system.param_labels(jax.eval_shape(system.init, rng, example))
+    tx, schedule = build_optimizer(config.optim, config.train.steps, labels)
+    abstract = abstract_state(system, tx, rng, example)
+    shardings = mesh_lib.tree_shardings(abstract, mesh, config.mesh.param_sharding, config.mesh.fsdp_min_size)
+    return dict(mesh=mesh, tx=tx, schedule=schedule, abstract=abstract, shardings=shardings, example=example, rng=rng)
+
+
+def sharded_target(abstract: PyTree, shardings: PyTree) -> PyTree:
+    """`jax.ShapeDtypeStruct` leaves carrying shardings: the restore target."""
+    return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
+
+
+def make_checkpointer(config: ml_collections.ConfigDict, workdir: str) -> Checkpointer:
+    c = config.checkpoint
+    return Checkpointer(os.path.join(workdir, "checkpoints"), keep=c.keep, best_metric=c.best_metric,
+                        best_mode=c.best_mode, async_save=c.async_save)
+
+
+def train(system, config: ml_collections.ConfigDict, workdir: str, train_iter,
+          eval_iter_fn: Callable[[], Iterable] | None = None, *, mesh=None) -> tuple[TrainState, dict]:
+    """Train `system` for ``config.train.steps`` updates; resume from `workdir` if it has checkpoints.
+
+    Args:
+      system: a `mmjax.systems.base.System`.
+      config: full config (`mmjax.train.config.base_config` keys).
+      workdir: output folder (created).
+      train_iter: infinite iterator of host-local Batches with get_state/set_state.
+      eval_iter_fn: returns a fresh finite iterator of eval Batches, or None (no eval).
+      mesh: defaults to all devices.
+    Returns:
+      ``(final_state, summary)``; summary is also written to ``<workdir>/summary.json``.
+    Raises:
+      TrainingDiverged: NaN/Inf loss or gradient (no checkpoint is written after it).
+      ConfigMismatch: checkpoint from another config and ``config.resume_mismatch`` is False.
+    """
+    workdir = os.path.abspath(workdir)
+    os.makedirs(workdir, exist_ok=True)
+    t_start = time.time()
+    tc, total = config.train, int(config.train.steps)
+    if total < 1 or tc.log_every < 1 or tc.eval_every < 0 or config.checkpoint.every < 0:
+        raise ValueError(f"need config.train.steps >= 1 (got {total}), train.log_every >= 1 (got {tc.log_every}), "
+                         f"train.eval_every >= 0 and checkpoint.every >= 0")
+    eng = build_engine(system, config, peek(train_iter), mesh)
+    mesh, shardings = eng["mesh"], eng["shardings"]
+    cfg_json = config_json(config)
+    ckpt = make_checkpointer(config, workdir)
+    best: dict | None = None
+
+    # ------------------------------------------------------------------ init or resume
+    steps = ckpt.all_steps()
+    if steps:
+        try:
+            old_cfg = ckpt.restore_meta(steps[-1]).get("config", {})
+        except Exception:  # unreadable: restore_latest below quarantines it
+            old_cfg = None
+        diffs = config_differences(old_cfg, cfg_json) if old_cfg is not None else []
+        if diffs and not config.resume_mismatch:
+            ckpt.close()
+            raise ConfigMismatch(
+                f"{workdir} holds checkpoints of a different config ({'; '.join(diffs)}). Use another --workdir, "
+                "or pass --config.resume_mismatch=True to resume anyway.")
+    restored = ckpt.restore_latest(sharded_target(eng["abstract"], shardings))
+    if restored is not None:
+        start_step, state, meta = restored
+        train_iter.set_state(meta["data_state"])
+        best = meta.get("best")
+        _info(f"resumed from {ckpt.directory}/{start_step} (step {start_step} of {total})")
+    else:
+        state = init_state(system, eng["tx"], eng["rng"], eng["example"], shardings)
+        if tc.init_from:
+            merged, n = _merge_params(jax.device_get(state.params), load_params(tc.init_from))
+            state = state.replace(params=jax.device_put(merged, shardings.params))
+            _info(f"initialised {n} parameter arrays from {tc.init_from}")
+        start_step = 0
+    step = int(jax.device_get(state.step))
+    if step != start_step:
+        raise RuntimeError(f"checkpoint step {start_step} holds state.step={step}")
+
+    train_step = make_train_step(system, eng["tx"], eng["schedule"], shardings, mesh)
+    eval_step = make_eval_step(system, shardings.params, mesh) if eval_iter_fn is not None else None
+    eval_rng = jax.random.PRNGKey(config.seed + 1)
+    writer = MetricWriter(workdir)
+    progress = Progress(total, step, tc.progress)
+    samples_per_step = int(np.prod(eng["example"]["slot_valid"].shape))
+    thr = Throughput(samples_per_step)
+    last_train: dict[str, float] = {}
+    last_eval: dict[str, float] = {}
+    since_rate = 0
+
+    def meta_now(s: int) -> dict:
+        return {"config": cfg_json, "data_state": train_iter.get_state(), "step": s, "best": best}
+
+    try:
+        while step < total:
+            state, metrics = train_step(state, mesh_lib.host_to_global(next(train_iter), mesh))
+            step += 1
+            if step == start_step + 1:
+                jax.block_until_ready(metrics)
+                thr.mark_first_step_done()
+            else:
+                since_rate += 1
+            is_log = step % tc.log_every == 0 or step == total
+            is_eval = eval_step is not None and ((tc.eval_every and step % tc.eval_every == 0) or step == total)
+            is_save = (config.checkpoint.every and step % config.checkpoint.every == 0) or step == total
+            progress.update(1)
+            if not (is_log or is_eval or is_save):
+                continue
+            m = jax.device_get(metrics)
+            if m["bad_step"] >= 0:
+                raise TrainingDiverged(
+                    f"loss or gradient became NaN/Inf at step {int(m['bad_step'])} (detected at step {step}); "
+                    f"training stopped, nothing saved after it; last checkpoint: step {ckpt.latest_step()} "
+                    f"in {ckpt.directory}")
+            if is_log:
+                rate = thr.rate(since_rate)
+                since_rate = 0
+                last_train = {f"train/{k}": float(v) for k, v in m.items() if k != "bad_step"}
+                writer.write(step, {**last_train, "perf/samples_per_s": rate})
+                progress.update(0, loss=last_train["train/loss"], samples_s=rate)
+            eval_metrics = None
+            if is_eval:
+                thr.pause()
+                eval_metrics = last_eval = evaluate(eval_step, state.params, eval_iter_fn(), mesh, eval_rng)
+                writer.write(step, last_eval)
+                bm = config.checkpoint.best_metric
+                if bm and bm in last_eval:
+                    better = (best is None or (last_eval[bm] < best["value"] if config.checkpoint.best_mode == "min"
+                                               else last_eval[bm] > best["value"]))
+                    if better:
+                        best = {"metric": bm, "value": last_eval[bm], "step": step}
+                thr.resume()
+            if is_save:
+                thr.pause()
+                ckpt.save(step, state, meta_now(step), metrics=eval_metrics)
+                thr.resume()
+    except TrainingDiverged as err:
+        progress.close()
+        ckpt.close()
+        writer.write(step, {}, event="diverged", message=str(err))
+        writer.close()
+        raise
+    progress.close()
+    ckpt.close()
+
+    summary = {
+        "steps": total, "start_step": start_step, "final_train": last_train, "final_eval": last_eval,
+        "best": best, "samples_per_s": thr.mean_rate(), "samples_per_step": samples_per_step,
+        "wall_s": time.time() - t_start, "devices": jax.device_count(), "processes": jax.process_count(),
+        "device_kind": jax.devices()[0].device_kind, "workdir": workdir,
+    }
+    writer.write(total, {}, event="summary")
+    writer.close()
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "summary.json"), "w", encoding="utf-8") as fh:
+            json.dump(_finite_or_none(summary), fh, indent=2)
+        _info("summary: " + json.dumps(_finite_or_none(summary)))
+    return state, summary
+
+
+def _finite_or_none(x):
+    """JSON-safe copy: non-finite floats become None."""
+    if isinstance(x, dict):
+        return {k: _finite_or_none(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite_or_none(v) for v in x]
+    if isinstance(x, (float, np.floating)):
+        return float(x) if np.isfinite(x) else None
+    return x
+
+
+def _info(msg: str) -> None:
+    log.info(msg)
+    if jax.process_index() == 0:
+        print(msg, flush=True)

@@ -1,0 +1,128 @@
+"""The command line end to end: config locking, kill-and-resume, 2 processes x 4 devices."""
+
+import json
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+from absl import flags
+from ml_collections import config_flags
+
+from mmjax.train.checkpoint import load_params
+from mmjax.train.modes import run_train
+
+HERE = pathlib.Path(__file__).resolve().parent
+REPO, TOY_CONFIG = HERE.parents[1], HERE / "toy_config.py"
+
+# One short run shape shared by the resume and multi-process tests and their in-process reference.
+OVERRIDES = {"train.steps": 30, "train.log_every": 5, "train.eval_every": 0, "checkpoint.every": 5}
+
+
+def cli(workdir, *extra):
+    return [sys.executable, "-m", "mmjax.main", f"--config={TOY_CONFIG}", f"--workdir={workdir}",
+            *[f"--config.{k}={v}" for k, v in OVERRIDES.items()], *extra]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """Uninterrupted single-process, 8-device run (in this process)."""
+    from toy_config import get_config
+
+    config = get_config()
+    for k, v in OVERRIDES.items():
+        section, key = k.split(".")
+        config[section][key] = v
+    workdir = tmp_path_factory.mktemp("reference")
+    run_train(config, str(workdir))
+    return workdir
+
+
+def train_losses(workdir):
+    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["train/loss"] for r in rows if "train/loss" in r}
+
+
+def assert_same_params(a_dir, b_dir):
+    a, b = load_params(a_dir), load_params(b_dir)
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=0, atol=1e-6)
+
+
+def test_locked_config_rejects_typo_naming_the_key(tmp_path):
+    out = subprocess.run(cli(tmp_path, "--config.optim.peek_lr=0.1"), cwd=REPO, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode != 0 and "peek_lr" in out.stderr
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def parse_config_flags(argv, monkeypatch):
+    """main.py's --config flag (locked) on fresh FlagValues; config_flags reads overrides from sys.argv."""
+    monkeypatch.setattr(sys, "argv", argv)
+    fv = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", None, "config file", flag_values=fv, lock_config=True)
+    fv(argv)
+    return fv.config
+
+
+def test_wrong_type_rejected_naming_the_key(monkeypatch):
+    with pytest.raises(flags.IllegalFlagValueError, match="steps"):
+        parse_config_flags(["prog", f"--config={TOY_CONFIG}", "--config.train.steps=many"], monkeypatch)
+    with pytest.raises(Exception, match="peek_lr"):
+        parse_config_flags(["prog", f"--config={TOY_CONFIG}", "--config.optim.peek_lr=1"], monkeypatch)
+    config = parse_config_flags(["prog", f"--config={TOY_CONFIG}", "--config.train.steps=7",
+                                 "--config.optim.peak_lr=3e-4"], monkeypatch)
+    assert (config.train.steps, config.optim.peak_lr) == (7, 3e-4)
+    assert config.is_locked
+    with pytest.raises(AttributeError, match="new_key"):
+        config.train.new_key = 1
+
+
+def test_killed_run_resumes_to_the_same_parameters(reference, tmp_path):
+    cmd = cli(tmp_path, "--config.data.delay_s=0.15")  # slow input so the kill lands mid-run
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while not (tmp_path / "checkpoints" / "10").is_dir():
+        assert proc.poll() is None, f"run ended before it could be killed: {proc.stderr.read()[-2000:]}"
+        assert time.time() < deadline, "no checkpoint appeared"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=60) == -signal.SIGKILL
+    proc.stderr.close()
+    steps = sorted(int(d.name) for d in (tmp_path / "checkpoints").iterdir() if d.name.isdigit())
+    assert 10 <= steps[-1] < 30, steps
+
+    out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "resumed from" in out.stdout
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["start_step"] >= 10 and summary["steps"] == 30
+    assert_same_params(reference, tmp_path)
+    assert train_losses(tmp_path)[30] == pytest.approx(train_losses(reference)[30], rel=1e-6)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_of_four_devices_match_one_process_of_eight(reference, tmp_path):
+    env = dict(os.environ, PYTHON=sys.executable)
+    cmd = ["bash", str(REPO / "launch" / "local_multiprocess.sh"), "-n", "2", "-c", "4", "-p", str(free_port()),
+           "--", *cli(tmp_path)[3:]]
+    out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["processes"] == 2 and summary["devices"] == 8
+    mp, ref = train_losses(tmp_path), train_losses(reference)
+    assert sorted(mp) == [5, 10, 15, 20, 25, 30]
+    np.testing.assert_allclose([mp[s] for s in sorted(mp)], [ref[s] for s in sorted(mp)], rtol=1e-6)
+    assert_same_params(reference, tmp_path)
