@@ -1,0 +1,188 @@
+"""Encoder benchmarks: paper parameter counts, forward+backward throughput, CPU anchors.
+
+    python benchmarks/encoders.py            # quick mode (small sizes + cheap paper sizes + anchors)
+    python benchmarks/encoders.py --full     # every encoder at paper size too (slow on CPU)
+    python benchmarks/encoders.py --anchors  # only the CGCNN / CrabNet CPU anchors
+
+Throughput = samples / median step time over ``--repeats`` timed steps, compile excluded
+(one warm-up call first). A "train" step is forward + backward + an optax update of a scalar
+regression loss on the embedding mean. Numbers are noisy on a shared machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import jax
+import jax.numpy as jnp
+import jraph
+import numpy as np
+import optax
+
+from mmjax.nn import PAPER_CONFIGS, make_encoder
+
+# Reported sizes (papers, see shared/seeds): XxaCT-NN Sec. 3 "Model sizes"; X-MoPA ~111 M total
+# with the frozen 110 M MatSciBERT, so its trainable part is ~1 M.
+REPORTED = {
+    "xxact_composition": 9.7e6,
+    "xxact_xrd": 6.8e6,
+    "xxact_fusion": 94.5e6,
+    "xmopa_trainable (crystal+xrd+text)": 111e6 - 110e6,
+}
+
+
+def synthetic_graph(n_graphs: int, atoms: int = 5, neighbors: int = 12, seed: int = 0, potnet: bool = False):
+    """``n_graphs`` graphs of ``atoms`` atoms x ``neighbors`` edges + one padding graph."""
+    rng = np.random.default_rng(seed)
+    n_real, e_real = n_graphs * atoms, n_graphs * atoms * neighbors
+    z = np.zeros(n_real + 1, np.int32)
+    z[:n_real] = rng.integers(1, 90, n_real)
+    senders = np.full(e_real + 1, n_real, np.int32)
+    receivers = np.full(e_real + 1, n_real, np.int32)
+    senders[:e_real] = np.repeat(np.arange(n_real), neighbors)
+    receivers[:e_real] = (np.arange(e_real) // (atoms * neighbors)) * atoms + rng.integers(0, atoms, e_real)
+    d = np.zeros(e_real + 1, np.float32)
+    d[:e_real] = rng.uniform(1.5, 8.0, e_real)
+    edges = {"distances": d}
+    if potnet:
+        edges["edge_kind"] = np.zeros(e_real + 1, np.int8)
+        edges["potential"] = np.zeros(e_real + 1, np.float32)
+    return jraph.GraphsTuple(nodes={"atomic_numbers": z}, edges=edges, senders=senders, receivers=receivers,
+                             n_node=np.array([atoms] * n_graphs + [1], np.int32),
+                             n_edge=np.array([atoms * neighbors] * n_graphs + [1], np.int32), globals=None)
+
+
+def synthetic_inputs(base: str, batch: int, small: bool):
+    """Realistic-shape inputs for one encoder (XRD 4250 points at paper size, 5 elements, ...)."""
+    rng = np.random.default_rng(0)
+    f32 = lambda *s: rng.uniform(0, 1, s).astype(np.float32)  # noqa: E731
+    if base in ("cgcnn", "matbind_gcn", "potnet"):
+        return (synthetic_graph(batch, potnet=base == "potnet"),)
+    if base == "xrd_transformer":
+        return (100 * f32(batch, 32 if small else 4250),)
+    if base in ("xrd_cnn", "xrd_fcn"):
+        return (100 * f32(batch, 128 if small else 4250),)
+    if base == "xrd_resnet":
+        return (100 * f32(batch, 128),)
+    if base == "crabnet":  # 5 elements, padded to the batch maximum (5) as CrabNet's loader does
+        z = rng.integers(1, 90, (batch, 5)).astype(np.int32)
+        return z, np.full((batch, 5), 0.2, np.float32), np.ones((batch, 5), bool)
+    if base == "dos_transformer":
+        length = 64 if small else 601
+        e = np.tile(np.linspace(-10, 10, length, dtype=np.float32), (batch, 1))
+        return e, f32(batch, length), np.ones((batch, length), bool)
+    if base == "resnext3d":
+        return (f32(batch, 8 if small else 32, 8 if small else 32, 8 if small else 32),)
+    if base == "text_mlp":
+        return (f32(batch, 768),)
+    if base == "cross_attention_fusion":
+        d = 16 if small else 768
+        return f32(batch, 18, d), f32(batch, 9, d), np.ones((batch, 9), bool)
+    raise KeyError(base)
+
+
+def count_params(tree) -> int:
+    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
+
+
+def _embedding(out):
+    return out[0] if isinstance(out, tuple) else out
+
+
+def time_fn(fn, *args, repeats: int) -> float:
+    """Median seconds per call after one compile/warm-up call."""
+    jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def train_and_infer_rate(model, inputs, batch: int, repeats: int, tx=None):
+    """(train samples/s, inference samples/s) for a scalar MSE on the embedding mean."""
+    params = jax.jit(model.init)(jax.random.key(0), *inputs)
+    tx = tx or optax.adamw(1e-4)
+    opt_state = tx.init(params)
+    target = jnp.ones((batch,))
+
+    def loss_fn(p):
+        emb = _embedding(model.apply(p, *inputs))
+        return jnp.mean((emb.reshape(batch, -1).mean(-1) - target) ** 2)
+
+    @jax.jit
+    def step(p, o):
+        loss, grads = jax.value_and_grad(loss_fn)(p)
+        updates, o = tx.update(grads, o, p)
+        return optax.apply_updates(p, updates), o, loss
+
+    infer = jax.jit(lambda p: model.apply(p, *inputs))
+    state = {"p": params, "o": opt_state}
+
+    def run_step():
+        state["p"], state["o"], loss = step(state["p"], state["o"])
+        return loss
+
+    t_train = time_fn(run_step, repeats=repeats)
+    t_infer = time_fn(infer, params, repeats=repeats)
+    return batch / t_train, batch / t_infer
+
+
+def param_table():
+    print("\n## Parameter counts of paper-size configs")
+    print(f"{'config':36s} {'ours (M)':>10s} {'paper (M)':>10s}")
+    counts = {}
+    for key, (base, _) in PAPER_CONFIGS.items():
+        model = make_encoder(key)
+        shapes = jax.eval_shape(model.init, jax.random.key(0), *synthetic_inputs(base, 2, small=False))
+        counts[key] = count_params(shapes)
+    counts["xmopa_trainable (crystal+xrd+text)"] = counts["xmopa_crystal"] + counts["xmopa_xrd"] + counts["xmopa_text"]
+    for key, n in counts.items():
+        rep = REPORTED.get(key)
+        print(f"{key:36s} {n / 1e6:10.3f} {'' if rep is None else f'{rep / 1e6:10.1f}':>10s}")
+    return counts
+
+
+def throughput_table(full: bool, repeats: int, counts):
+    print("\n## Forward+backward throughput (samples/s, CPU, median, compile excluded)")
+    print(f"{'encoder':28s} {'size':6s} {'batch':>5s} {'train/s':>10s} {'infer/s':>10s}")
+    for key, (base, _) in PAPER_CONFIGS.items():
+        for small in (True, False):
+            if not small and not full and counts[key] > 10e6:
+                continue  # quick mode: paper sizes only for cheap models
+            batch = 32 if small else 8
+            model = make_encoder(key, small=small)
+            train, infer = train_and_infer_rate(model, synthetic_inputs(base, batch, small), batch, repeats)
+            print(f"{key:28s} {'small' if small else 'paper':6s} {batch:5d} {train:10.1f} {infer:10.1f}", flush=True)
+
+
+def anchors(repeats: int):
+    print("\n## CPU anchors (batch 256)")
+    graph = synthetic_graph(256)
+    cgcnn = make_encoder("cgcnn")  # atom_fea 64, 3 conv, h 128
+    train, infer = train_and_infer_rate(cgcnn, (graph,), 256, repeats, tx=optax.sgd(0.01, momentum=0.9))
+    print(f"CGCNN  5-atom graphs, 12 nbrs : train {train:8.0f}/s  infer {infer:8.0f}/s "
+          f"(PyTorch ref ~3,800 / ~12,400; target >= 7,500 train)", flush=True)
+    crab = make_encoder("crabnet")  # d_model 512, 3 layers, 4 heads
+    train, infer = train_and_infer_rate(crab, synthetic_inputs("crabnet", 256, small=False), 256, repeats)
+    print(f"CrabNet 5 elements            : train {train:8.0f}/s  infer {infer:8.0f}/s "
+          f"(PyTorch ref ~400 / ~1,400; target >= 800 train)", flush=True)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--full", action="store_true", help="all encoders at paper size")
+    parser.add_argument("--anchors", action="store_true", help="only the CGCNN/CrabNet anchors")
+    parser.add_argument("--repeats", type=int, default=10)
+    args = parser.parse_args()
+    print(f"jax {jax.__version__} on {jax.devices()[0].platform} x {jax.device_count()}")
+    if not args.anchors:
+        counts = param_table()
+        throughput_table(args.full, args.repeats, counts)
+    anchors(args.repeats)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""Composition encoder (SPEC M3): CrabNet-style transformer over the element-derived matrix.
+
+Input (see ``mmjax.data.schema``): atomic_numbers int32 [B, M], fractions float32 [B, M]
+(sum to 1 over valid entries), mask bool [B, M] (True = real element).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+
+from mmjax.nn.basis import fractional_encoding
+from mmjax.nn.transformer import TransformerEncoder, masked_mean
+
+Dtype = Any
+
+
+class CrabNet(nn.Module):
+    """CrabNet encoder (Wang et al. 2021; the XxaCT-NN composition encoder).
+
+    1. Element vectors: a fixed table ``element_features`` [Zmax + 1, F] (row = atomic number,
+       e.g. mat2vec 200-d) or, by default, a learned table [num_elements, element_dim];
+       then ``Dense(d_model)`` scaled by ``2 ** emb_scaler`` (learnable, init 1).
+    2. Fractional encodings (table lookups, resolution 5000, base 50): the linear one fills the
+       first d/2 channels, the log one (``0.0025 log2(f)^2``) the last d/2, each scaled by
+       ``2 ** ((1 - s)^2)`` with a learnable s (init 1), and added to the element vectors.
+    3. ``num_layers`` transformer blocks (``num_heads``, FFN ``mlp_dim``) with a key-padding mask;
+       CrabNet uses PyTorch's post-LN ReLU layer, the default here (``pre_norm=False``).
+    4. Padded rows are zeroed; output = masked mean over elements, or the [CLS] token when
+       ``use_cls_token`` (XxaCT-NN's ``c_cls``); optional ``Dense(out_dim)`` on every token.
+
+    Call:
+      atomic_numbers [B, M], fractions [B, M], mask [B, M];
+      return_tokens: also return ``tokens [B, T, d_out]`` and ``token_mask bool [B, T]``
+      (T = M, or M + 1 with the [CLS] first).
+      Returns float32 [B, d_out] (or the 3-tuple). ``d_out = out_dim or d_model``.
+    """
+
+    d_model: int = 512
+    num_layers: int = 3
+    num_heads: int = 4
+    mlp_dim: int = 2048
+    element_dim: int = 200
+    element_features: Any = None
+    num_elements: int = 119
+    resolution: int = 5000
+    pre_norm: bool = False
+    activation: str = "relu"
+    use_cls_token: bool = False
+    out_dim: int | None = None
+    dropout_rate: float = 0.0
+    remat: bool = False
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, atomic_numbers, fractions, mask, deterministic: bool = True,
+                 return_tokens: bool = False):
+        mask = mask.astype(bool)
+        z = jnp.where(mask, atomic_numbers, 0)
+        frac = jnp.where(mask, fractions.astype(jnp.float32), 0.0)
+        if self.element_features is not None:
+            table = jnp.asarray(np.asarray(self.element_features, np.float32))
+            elem = table[jnp.clip(z, 0, table.shape[0] - 1)]
+        else:
+            elem = nn.Embed(self.num_elements, self.element_dim, param_dtype=self.param_dtype,
+                            name="element_table")(z)
+        x = nn.Dense(self.d_model, dtype=self.dtype, param_dtype=self.param_dtype, name="embed")(elem.astype(self.dtype))
+        emb_scaler = self.param("emb_scaler", nn.initializers.ones, (), self.param_dtype)
+        pos_scaler = self.param("pos_scaler", nn.initializers.ones, (), self.param_dtype)
+        pos_scaler_log = self.param("pos_scaler_log", nn.initializers.ones, (), self.param_dtype)
+        half = self.d_model // 2
+        pe = fractional_encoding(frac, half, self.resolution, log=False) * 2.0 ** ((1.0 - pos_scaler) ** 2)
+        ple = fractional_encoding(frac, self.d_model - half, self.resolution, log=True) * 2.0 ** ((1.0 - pos_scaler_log) ** 2)
+        x = x * (2.0 ** emb_scaler).astype(x.dtype) + jnp.concatenate([pe, ple], axis=-1).astype(x.dtype)
+        token_mask = mask
+        if self.use_cls_token:
+            cls = self.param("cls_token", nn.initializers.normal(0.02), (1, 1, self.d_model), self.param_dtype)
+            x = jnp.concatenate([jnp.broadcast_to(cls.astype(x.dtype), (x.shape[0], 1, self.d_model)), x], axis=1)
+            token_mask = jnp.concatenate([jnp.ones((mask.shape[0], 1), bool), mask], axis=1)
+        x = TransformerEncoder(self.num_layers, self.num_heads, self.mlp_dim, activation=self.activation,
+                               pre_norm=self.pre_norm, dropout_rate=self.dropout_rate, remat=self.remat,
+                               dtype=self.dtype, param_dtype=self.param_dtype, name="encoder")(x, token_mask, deterministic)
+        if self.out_dim is not None:
+            x = nn.Dense(self.out_dim, dtype=self.dtype, param_dtype=self.param_dtype, name="out_proj")(x)
+        x = jnp.where(token_mask[..., None], x.astype(jnp.float32), 0.0)
+        pooled = x[:, 0] if self.use_cls_token else masked_mean(x, mask)
+        if return_tokens:
+            return pooled, x, token_mask
+        return pooled

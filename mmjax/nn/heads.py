@@ -1,0 +1,161 @@
+"""Projection heads, latent predictors and prediction heads (SPEC M7). All take float [B, d]
+(or tokens [B, T, d] for :class:`MXMHead`) and return float32."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from mmjax.nn.transformer import get_activation
+
+Dtype = Any
+
+
+class MLP(nn.Module):
+    """``len(hidden)`` x (Dense -> activation), then Dense(out_dim). [..., D] -> float32 [..., out_dim]."""
+
+    hidden: Sequence[int] = ()
+    out_dim: int = 1
+    activation: str = "relu"
+    out_bias: bool = True
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        act = get_activation(self.activation)
+        x = x.astype(self.dtype)
+        for i, h in enumerate(self.hidden):
+            x = act(nn.Dense(h, dtype=self.dtype, param_dtype=self.param_dtype, name=f"fc_{i}")(x))
+        return nn.Dense(self.out_dim, use_bias=self.out_bias, dtype=self.dtype, param_dtype=self.param_dtype,
+                        name="out")(x).astype(jnp.float32)
+
+
+class ProjectionHead(nn.Module):
+    """MatBind projection head: LayerNorm(in) -> [Dense(h) -> LayerNorm -> act]* -> Dense(out_dim,
+    no bias) ("as in CLIP"). MatBind: crystal [128 -> 128], DOS/pXRD [512 -> 128],
+    text [768 -> 512 (GELU) -> 128]; LeakyReLU default.
+
+    Call: x [B, D] -> float32 [B, out_dim].
+    """
+
+    out_dim: int = 128
+    hidden: Sequence[int] = ()
+    activation: str = "leaky_relu"
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        act = get_activation(self.activation)
+        x = nn.LayerNorm(dtype=self.dtype, param_dtype=self.param_dtype, name="norm_in")(x.astype(self.dtype))
+        for i, h in enumerate(self.hidden):
+            x = nn.Dense(h, dtype=self.dtype, param_dtype=self.param_dtype, name=f"fc_{i}")(x)
+            x = act(nn.LayerNorm(dtype=self.dtype, param_dtype=self.param_dtype, name=f"norm_{i}")(x))
+        return nn.Dense(self.out_dim, use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype,
+                        name="out")(x).astype(jnp.float32)
+
+
+class LatentPredictor(nn.Module):
+    """X-MoPA predictor ``h_m([z_a, z_b])``: a light MLP on the concatenation of the other
+    modalities' latents.
+
+    Call: *latents each [B, d_i] (concatenated in the given order) -> float32 [B, out_dim].
+    """
+
+    out_dim: int
+    hidden: Sequence[int] = (256,)
+    activation: str = "gelu"
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, *latents):
+        if len(latents) < 1:
+            raise ValueError("LatentPredictor needs at least one input latent")
+        return MLP(self.hidden, self.out_dim, self.activation, dtype=self.dtype, param_dtype=self.param_dtype,
+                   name="mlp")(jnp.concatenate(latents, axis=-1))
+
+
+class CrossModalPredictors(nn.Module):
+    """One :class:`LatentPredictor` per modality m, predicting ``z_m`` from the others.
+
+    Call: latents {modality: [B, d]} (keys = ``modalities``) ->
+    {m: float32 [B, d_m]}, where predictor m sees the other modalities in ``modalities`` order.
+    """
+
+    modalities: Sequence[str] = ("crystal", "text", "xrd")
+    hidden: Sequence[int] = (256,)
+    activation: str = "gelu"
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, latents: Mapping[str, Any]):
+        missing = [m for m in self.modalities if m not in latents]
+        if missing:
+            raise KeyError(f"CrossModalPredictors: latents missing modalities {missing}")
+        out = {}
+        for m in self.modalities:
+            others = [latents[o] for o in self.modalities if o != m]
+            out[m] = LatentPredictor(latents[m].shape[-1], self.hidden, self.activation, self.dtype,
+                                     self.param_dtype, name=f"predict_{m}")(*others)
+        return out
+
+
+class RegressionHead(nn.Module):
+    """Regression head: MLP(hidden) -> Dense(num_outputs). [B, d] -> float32 [B, num_outputs]."""
+
+    num_outputs: int = 1
+    hidden: Sequence[int] = ()
+    activation: str = "relu"
+
+    @nn.compact
+    def __call__(self, x):
+        return MLP(self.hidden, self.num_outputs, self.activation, name="mlp")(x)
+
+
+class ClassificationHead(nn.Module):
+    """Classification head returning logits. [B, d] -> float32 [B, num_classes]."""
+
+    num_classes: int
+    hidden: Sequence[int] = ()
+    activation: str = "relu"
+
+    @nn.compact
+    def __call__(self, x):
+        return MLP(self.hidden, self.num_classes, self.activation, name="mlp")(x)
+
+
+class MultiTaskHead(nn.Module):
+    """Target-specific linear (or MLP) heads on one shared representation (XxaCT-NN).
+
+    ``tasks``: mapping or sequence of ``(name, num_outputs)`` — regression targets use 1,
+    classification targets their class count (crystal system 7, space group 230).
+
+    Call: x [B, d] -> {name: float32 [B, num_outputs]}.
+    """
+
+    tasks: Any
+    hidden: Sequence[int] = ()
+    activation: str = "relu"
+
+    @nn.compact
+    def __call__(self, x):
+        items = self.tasks.items() if hasattr(self.tasks, "items") else self.tasks
+        return {name: MLP(self.hidden, int(n), self.activation, name=f"head_{name}")(x) for name, n in items}
+
+
+class MXMHead(nn.Module):
+    """Masked-XRD-modelling reconstruction ``x_hat = ReLU(Linear(f))`` per fused token
+    (XxaCT-NN Eq. 3). tokens [B, T, d] -> float32 [B, T, patch_size]. Predictions are in the
+    units the XRD encoder sees (raw intensity x ``input_scale``, i.e. [0, 1] by default).
+    """
+
+    patch_size: int = 250
+
+    @nn.compact
+    def __call__(self, tokens):
+        return nn.relu(nn.Dense(self.patch_size, name="out")(tokens.astype(jnp.float32)))
