@@ -1,0 +1,420 @@
+"""Helpers every multimodal system shares: device-axis layout, encoder application, masks,
+prediction heads + supervised loss, temperature parameters, and a generic system skeleton.
+
+Layout (see `mmjax.data.schema`): every Batch leaf carries a leading device axis
+``[n_dev, B_dev, ...]``. Systems work on the flattened layout ``[N, ...]`` with
+``N = n_dev * B_dev`` (row ``d * B_dev + b`` is slot b of device d). Dense modalities are
+reshaped (`flatten_device_axis`); graph encoders run once per device micro-batch (`jax.vmap`
+over the device axis of the stacked ``GraphsTuple``) and their per-graph rows are flattened the
+same way, the trailing padding graph of each micro-batch dropped (`apply_graph_encoder`).
+
+Masks: ``slot_mask(batch)`` is ``slot_valid`` ``[N]``; ``modality_mask(batch, m)`` is
+``slot_valid & present[m]`` ``[N]`` (a modality missing from ``present`` counts as present on
+every valid slot). Every loss here and in the systems honours them.
+
+Parameters: a `MultimodalSystem` keeps one flat dict of Flax parameter trees,
+``{"encoder_<m>", "projection_<m>", "head", <extra modules>, "temperature"}``; its
+`param_labels` are those top-level keys, so ``config.optim.groups`` can freeze e.g.
+``encoder_crystal`` (probe) or scale ``encoder_text``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import jraph
+import ml_collections
+
+from mmjax.nn.heads import MultiTaskHead
+from mmjax.objectives.supervised import masked_cross_entropy, masked_mae, masked_mse
+from mmjax.objectives.temperature import DEFAULT_MAX_TEMPERATURE, DEFAULT_MIN_TEMPERATURE, temperature_from_log
+from mmjax.systems.base import System, flatten_device_axis, labels_from_top_level
+
+PyTree = Any
+
+STAGES = ("pretrain", "finetune")
+
+# --------------------------------------------------------------------------------------------
+# layout
+
+
+def flatten_tree(tree: PyTree) -> PyTree:
+    """`flatten_device_axis` on every leaf: ``[n_dev, B, ...] -> [n_dev * B, ...]``."""
+    return jax.tree.map(flatten_device_axis, tree)
+
+
+def device_slice(tree: PyTree, index: int = 0) -> PyTree:
+    """Leaf-wise ``x[index]``: one device's micro-batch (e.g. to initialise a graph encoder)."""
+    return jax.tree.map(lambda x: x[index], tree)
+
+
+def apply_graph_encoder(apply_fn: Callable[[jraph.GraphsTuple], jax.Array], graph: jraph.GraphsTuple) -> jax.Array:
+    """Run a per-micro-batch graph encoder on a device-stacked ``GraphsTuple``.
+
+    Args:
+      apply_fn: ``GraphsTuple (one device: n_node [B + 1]) -> [B, d]`` (or ``[B + 1, d]``, in which
+        case the last row, the padding graph, is dropped here).
+      graph: leaves with a leading device axis, ``n_node`` int32 ``[n_dev, B + 1]``.
+    Returns:
+      float ``[n_dev * B, d]``, row ``d * B + b`` = slot b of device d.
+    """
+    if graph.n_node.ndim != 2:
+        raise ValueError(f"expected a device-stacked GraphsTuple with n_node [n_dev, B + 1], got n_node "
+                         f"shape {graph.n_node.shape}")
+    n_graph = graph.n_node.shape[1]
+    out = jax.vmap(apply_fn)(graph)
+    if out.ndim != 3:
+        raise ValueError(f"graph encoder must return [graphs, d] per device, got {out.shape[1:]}")
+    if out.shape[1] == n_graph:
+        out = out[:, :-1]
+    elif out.shape[1] != n_graph - 1:
+        raise ValueError(f"graph encoder returned {out.shape[1]} rows for {n_graph} graphs (B + 1 with padding)")
+    return flatten_device_axis(out)
+
+
+def num_slots(batch: Mapping[str, Any]) -> int:
+    """N = n_dev * B_dev, the number of material slots of a Batch."""
+    sv = batch["slot_valid"]
+    return int(sv.shape[0] * sv.shape[1])
+
+
+# --------------------------------------------------------------------------------------------
+# masks
+
+
+def slot_mask(batch: Mapping[str, Any]) -> jax.Array:
+    """bool ``[N]``: real (non-padding) material slots."""
+    return flatten_device_axis(jnp.asarray(batch["slot_valid"])).astype(bool)
+
+
+def modality_mask(batch: Mapping[str, Any], modality: str) -> jax.Array:
+    """bool ``[N]``: ``slot_valid & present[modality]`` (present everywhere if not listed)."""
+    valid = slot_mask(batch)
+    present = batch.get("present", {})
+    if modality in present:
+        valid = valid & flatten_device_axis(jnp.asarray(present[modality])).astype(bool)
+    return valid
+
+
+def modality_masks(batch: Mapping[str, Any], modalities: Sequence[str]) -> dict[str, jax.Array]:
+    """``{m: modality_mask(batch, m)}`` for each modality."""
+    return {m: modality_mask(batch, m) for m in modalities}
+
+
+def target_mask(batch: Mapping[str, Any], name: str) -> jax.Array:
+    """bool ``[N]``: ``slot_valid & target_mask[name]``."""
+    if "target_mask" not in batch or name not in batch["target_mask"]:
+        raise KeyError(f"target {name!r} is not in the batch (targets: {sorted(batch.get('targets', {}))}); "
+                       "ask the data config for it")
+    return slot_mask(batch) & flatten_device_axis(jnp.asarray(batch["target_mask"][name])).astype(bool)
+
+
+# --------------------------------------------------------------------------------------------
+# applying encoders to a Batch
+
+
+def _accepts(module: nn.Module, arg: str) -> bool:
+    return arg in inspect.signature(type(module).__call__).parameters
+
+
+def modality_inputs(batch: Mapping[str, Any], modality: str) -> tuple:
+    """Positional encoder inputs for ``modality``, flattened to ``[N, ...]`` (graphs stay stacked).
+
+    crystal -> (GraphsTuple [n_dev, ...],); composition -> (atomic_numbers [N, M], fractions
+    [N, M], mask [N, M]); dos -> (energies [N, L], densities [N, L], mask [N, L]);
+    xrd [N, L], text [N, D], charge_density [N, X, Y, Z] -> (array,).
+    """
+    if modality not in batch:
+        raise KeyError(f"modality {modality!r} is not in the batch (it has {sorted(k for k in batch if k not in ('slot_valid', 'present', 'targets', 'target_mask'))})")
+    x = batch[modality]
+    if modality == "crystal":
+        return (x,)
+    if modality == "composition":
+        return tuple(flatten_device_axis(x[k]) for k in ("atomic_numbers", "fractions", "mask"))
+    if modality == "dos":
+        return tuple(flatten_device_axis(x[k]) for k in ("energies", "densities", "mask"))
+    return (flatten_device_axis(x),)
+
+
+def encode_modality(module: nn.Module | None, params: PyTree, modality: str, batch: Mapping[str, Any], *,
+                    train: bool = False, rng: jax.Array | None = None) -> jax.Array:
+    """``module`` applied to ``batch[modality]`` -> float32 ``[N, d]``.
+
+    ``module=None`` is the identity on a dense input (e.g. frozen, precomputed text embeddings).
+    Modules whose ``__call__`` takes ``deterministic`` get ``deterministic=not train`` and a
+    ``"dropout"`` rng when training. Graph encoders are vmapped over the device axis.
+    """
+    args = modality_inputs(batch, modality)
+    if module is None:
+        if modality in ("crystal", "composition", "dos"):
+            raise ValueError(f"modality {modality!r} needs an encoder (it is not a dense vector)")
+        return args[0].astype(jnp.float32)
+    kwargs = {}
+    if _accepts(module, "deterministic"):
+        kwargs["deterministic"] = not train
+    rngs = {"dropout": rng} if (train and rng is not None) else {}
+
+    def apply(*xs):
+        return module.apply({"params": params}, *xs, rngs=rngs, **kwargs)
+
+    if modality == "crystal":
+        return apply_graph_encoder(apply, args[0]).astype(jnp.float32)
+    return apply(*args).astype(jnp.float32)
+
+
+def init_modality(module: nn.Module, rng: jax.Array, modality: str, batch: Mapping[str, Any]) -> PyTree:
+    """Parameters of ``module`` for ``batch[modality]`` (graphs: initialised on device 0's micro-batch)."""
+    args = modality_inputs(batch, modality)
+    if modality == "crystal":
+        args = (device_slice(args[0]),)
+    return module.init({"params": rng, "dropout": rng}, *args)["params"]
+
+
+# --------------------------------------------------------------------------------------------
+# heads + supervised loss
+
+
+def build_heads(outputs: Mapping[str, int], hidden: Sequence[int] = (), activation: str = "relu") -> MultiTaskHead:
+    """One head per target: ``outputs[name]`` = 1 for a regression target, the class count for a
+    classification target (e.g. crystal_system 7, space_group 230)."""
+    for name, n in outputs.items():
+        if int(n) < 1:
+            raise ValueError(f"target {name!r}: number of outputs must be >= 1, got {n}")
+    return MultiTaskHead(tuple((str(k), int(v)) for k, v in outputs.items()), tuple(hidden), activation)
+
+
+def head_outputs(raw: Mapping[str, jax.Array], outputs: Mapping[str, int]) -> dict[str, jax.Array]:
+    """Regression heads ``[N, 1] -> [N]``; classification logits stay ``[N, C]``."""
+    return {k: (v[:, 0] if int(outputs[k]) == 1 else v) for k, v in raw.items()}
+
+
+def supervised_loss(predictions: Mapping[str, jax.Array], batch: Mapping[str, Any], outputs: Mapping[str, int],
+                    weights: Mapping[str, float] | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Masked supervised loss over ``batch["targets"]`` / ``batch["target_mask"]``.
+
+    Regression targets (1 output): MSE on ``predictions[name]`` ``[N]`` (units of the target as
+    batched, i.e. normalised if the pipeline normalises). Classification (C outputs):
+    cross-entropy (nats) on logits ``[N, C]`` with int labels. Rows count only if
+    ``slot_valid & target_mask[name]``. The loss is the weighted mean over targets that have at
+    least one labelled row in the batch (0 if none). Metrics per target: ``<name>/mse`` and
+    ``<name>/mae`` or ``<name>/ce`` and ``<name>/accuracy``, plus ``<name>/n``.
+    """
+    weights = dict(weights or {})
+    total, wsum, metrics = 0.0, 0.0, {}
+    for name, n_out in outputs.items():
+        labels = flatten_device_axis(jnp.asarray(batch["targets"][name]))
+        mask = target_mask(batch, name)
+        pred = predictions[name]
+        if int(n_out) == 1:
+            term = masked_mse(pred, labels.astype(jnp.float32), mask)
+            metrics[f"{name}/mse"] = term
+            metrics[f"{name}/mae"] = masked_mae(pred, labels.astype(jnp.float32), mask)
+        else:
+            term = masked_cross_entropy(pred, labels.astype(jnp.int32), mask)
+            hit = (jnp.argmax(pred, axis=-1) == labels.astype(jnp.int32)) & mask
+            metrics[f"{name}/ce"] = term
+            metrics[f"{name}/accuracy"] = jnp.sum(hit) / jnp.maximum(jnp.sum(mask), 1)
+        count = jnp.sum(mask)
+        metrics[f"{name}/n"] = count.astype(jnp.float32)
+        w = float(weights.get(name, 1.0)) * (count > 0)
+        total = total + w * term
+        wsum = wsum + w
+    loss = jnp.where(wsum > 0, total / jnp.maximum(wsum, 1e-12), 0.0)
+    return jnp.asarray(loss, jnp.float32), metrics
+
+
+# --------------------------------------------------------------------------------------------
+# temperature
+
+
+def init_temperature(value: float) -> dict[str, jax.Array]:
+    """``{"log_temperature": log(value)}`` (float32 scalar): the learnable-temperature parameter."""
+    if not value > 0:
+        raise ValueError(f"temperature must be > 0, got {value}")
+    return {"log_temperature": jnp.asarray(math.log(value), jnp.float32)}
+
+
+def temperature_value(params: Mapping[str, jax.Array] | None, fixed: float,
+                      min_temperature: float = DEFAULT_MIN_TEMPERATURE,
+                      max_temperature: float = DEFAULT_MAX_TEMPERATURE) -> jax.Array:
+    """The contrastive temperature tau: ``clip(exp(log_temperature))`` if learnable (params given),
+    else the constant ``fixed``. float32 scalar."""
+    if params is None:
+        return jnp.asarray(fixed, jnp.float32)
+    return temperature_from_log(params["log_temperature"], min_temperature, max_temperature)
+
+
+# --------------------------------------------------------------------------------------------
+# generic multimodal system
+
+
+def _zeros_like_output(fn: Callable, *args) -> jax.Array:
+    """Zeros with the shape/dtype ``fn(*args)`` would return (evaluated abstractly, no compute)."""
+    out = jax.eval_shape(fn, *args)
+    return jnp.zeros(out.shape, out.dtype)
+
+
+class MultimodalSystem(System):
+    """Encoders (+ optional projections) per modality, optional heads, and a pretraining objective.
+
+    Subclasses set ``name`` and implement ``pretrain_loss(params, latents, masks, rng, train)``
+    returning ``(loss, metrics)``; they may add modules in ``extra_modules`` (initialised by
+    ``init_extra``). ``latents`` are the projected per-modality embeddings ``{m: [N, d]}`` of the
+    modalities that are both configured and in the batch; ``masks`` are
+    `modality_mask` ``[N]``. A configured modality absent from a Batch counts as missing on every
+    row (no parameters are created for it).
+
+    Args:
+      encoders: ``{modality: nn.Module or None}`` (None: identity on a dense, frozen input).
+      projections: ``{modality: nn.Module}`` applied after the encoder (optional per modality).
+      stage: ``"pretrain"`` (loss = the objective) or ``"finetune"`` (loss = `supervised_loss` of
+        the heads; combine with ``config.optim.groups`` to freeze encoders for a probe).
+      targets: ``{name: outputs}`` for the heads (needed for ``finetune`` and ``predict``).
+      head_inputs: modalities whose representations are concatenated as the head input.
+      head_source: ``"encoder"`` (encoder output) or ``"latent"`` (after the projection).
+      head_hidden: hidden widths of each head MLP (``()`` = linear head).
+    """
+
+    name = "multimodal"
+
+    def __init__(self, encoders: Mapping[str, nn.Module | None], projections: Mapping[str, nn.Module] | None = None,
+                 *, stage: str = "pretrain", targets: Mapping[str, int] | None = None,
+                 head_inputs: Sequence[str] = ("crystal",), head_source: str = "encoder",
+                 head_hidden: Sequence[int] = (), target_weights: Mapping[str, float] | None = None):
+        if stage not in STAGES:
+            raise ValueError(f"config.system.stage={stage!r}; expected one of {STAGES}")
+        if head_source not in ("encoder", "latent"):
+            raise ValueError(f"head_source must be 'encoder' or 'latent', got {head_source!r}")
+        self.encoders = dict(encoders)
+        self.projections = dict(projections or {})
+        unknown = sorted(set(self.projections) - set(self.encoders))
+        if unknown:
+            raise ValueError(f"projections for modalities without an encoder: {unknown}")
+        self.modalities = tuple(self.encoders)
+        self.stage = stage
+        self.targets = {str(k): int(v) for k, v in (targets or {}).items()}
+        self.head_inputs = tuple(head_inputs)
+        missing = [m for m in self.head_inputs if m not in self.encoders]
+        if missing:
+            raise ValueError(f"head_inputs {missing} are not modalities of this system {self.modalities}")
+        self.head_source = head_source
+        self.head = build_heads(self.targets, head_hidden) if self.targets else None
+        self.target_weights = dict(target_weights or {})
+        if stage == "finetune" and not self.targets:
+            raise ValueError("stage 'finetune' needs config.system.targets ({name: outputs})")
+
+    # -- which modalities a batch has
+    def active_modalities(self, batch: Mapping[str, Any]) -> tuple[str, ...]:
+        """Configured modalities that the batch carries (static: depends on the pytree structure)."""
+        return tuple(m for m in self.modalities if m in batch)
+
+    # -- init
+    def init_extra(self, rng: jax.Array, latents: Mapping[str, jax.Array]) -> dict[str, PyTree]:
+        """Parameters of subclass modules (predictors, temperature ...), given example latents."""
+        return {}
+
+    def init(self, rng, batch):
+        params: dict[str, PyTree] = {}
+        reps, latents = {}, {}
+        keys = iter(jax.random.split(rng, 4 * len(self.modalities) + 4))
+        for m in self.active_modalities(batch):
+            enc = self.encoders[m]
+            if enc is not None:
+                params[f"encoder_{m}"] = init_modality(enc, next(keys), m, batch)
+            # Later modules are initialised on zeros of the right shape: no second forward pass.
+            reps[m] = _zeros_like_output(lambda p, b, e=enc, m=m: encode_modality(e, p, m, b),
+                                         params.get(f"encoder_{m}"), batch)
+            if m in self.projections:
+                params[f"projection_{m}"] = self.projections[m].init(next(keys), reps[m])["params"]
+                latents[m] = _zeros_like_output(
+                    lambda p, x, m=m: self.projections[m].apply({"params": p}, x), params[f"projection_{m}"], reps[m])
+            else:
+                latents[m] = reps[m]
+        if self.head is not None:
+            params["head"] = self.head.init(next(keys), self._head_input(reps, latents, batch))["params"]
+        params.update(self.init_extra(next(keys), latents))
+        return params
+
+    # -- forward
+    def represent(self, params, batch, *, train: bool = False, rng=None):
+        """``(encoder outputs {m: [N, d_enc]}, latents {m: [N, d]})`` for the active modalities."""
+        reps, latents = {}, {}
+        active = self.active_modalities(batch)
+        rngs = jax.random.split(rng, max(len(active), 1)) if rng is not None else [None] * len(active)
+        for m, r in zip(active, rngs):
+            reps[m] = encode_modality(self.encoders[m], params.get(f"encoder_{m}"), m, batch, train=train, rng=r)
+            if m in self.projections:
+                latents[m] = self.projections[m].apply({"params": params[f"projection_{m}"]}, reps[m])
+            else:
+                latents[m] = reps[m]
+        return reps, latents
+
+    def _head_input(self, reps, latents, batch):
+        source = reps if self.head_source == "encoder" else latents
+        missing = [m for m in self.head_inputs if m not in source]
+        if missing:
+            raise KeyError(f"{self.name}: head inputs {missing} are not in the batch")
+        parts = []
+        for m in self.head_inputs:
+            # a missing modality contributes zeros (its encoder output on an empty slot is arbitrary)
+            parts.append(jnp.where(modality_mask(batch, m)[:, None], source[m], 0.0))
+        return jnp.concatenate(parts, axis=-1)
+
+    def embed(self, params, batch):
+        """Per-modality latents ``{m: [N, d]}`` (the shared space used by the objective)."""
+        return self.represent(params, batch)[1]
+
+    def predict(self, params, batch):
+        """``{target: [N] or [N, C]}`` from the heads."""
+        if self.head is None:
+            raise NotImplementedError(f"system {self.name!r} has no heads: set config.system.targets")
+        reps, latents = self.represent(params, batch)
+        raw = self.head.apply({"params": params["head"]}, self._head_input(reps, latents, batch))
+        return head_outputs(raw, self.targets)
+
+    def pretrain_loss(self, params, latents, masks, rng, train):
+        raise NotImplementedError
+
+    def loss(self, params, batch, rng, train):
+        rng_enc, rng_obj = jax.random.split(rng)
+        reps, latents = self.represent(params, batch, train=train, rng=rng_enc)
+        if self.stage == "finetune":
+            raw = self.head.apply({"params": params["head"]}, self._head_input(reps, latents, batch))
+            return supervised_loss(head_outputs(raw, self.targets), batch, self.targets, self.target_weights)
+        masks = modality_masks(batch, tuple(latents))
+        loss, metrics = self.pretrain_loss(params, latents, masks, rng_obj, train)
+        for m, mask in masks.items():
+            metrics[f"present/{m}"] = jnp.sum(mask).astype(jnp.float32)
+        return loss, metrics
+
+    def param_labels(self, params):
+        return labels_from_top_level(params)
+
+
+def config_dict(value: Any) -> dict:
+    """A plain dict from a ConfigDict / mapping / None (for ``config.system.targets`` etc.)."""
+    if value is None:
+        return {}
+    if isinstance(value, ml_collections.ConfigDict):
+        return value.to_dict()
+    return dict(value)
+
+
+def encoder_overrides(system_config: ml_collections.ConfigDict, modality: str) -> dict:
+    """``config.system.encoder_overrides[modality]`` as a dict of encoder keyword arguments
+    (e.g. ``{"xrd": {"group_blocks": (1, 1)}}``); empty when not set."""
+    table = config_dict(system_config.get("encoder_overrides", None))
+    out = table.get(modality, {}) or {}
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in dict(out).items()}
+
+
+def compute_dtype(config: ml_collections.ConfigDict):
+    """``config.train.compute_dtype`` as a jnp dtype (float32 when absent)."""
+    train = config.get("train", None)
+    return jnp.dtype(train.get("compute_dtype", "float32") if train is not None else "float32")

@@ -1,0 +1,132 @@
+"""X-MoPA: loss = prediction + alpha VICReg + beta InfoNCE on the encoders' outputs; masks; 1 vs 8 devices."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from systems_helpers import first_batch, make_dataset, set_present
+
+from mmjax.objectives import all_pairs_clip, cross_modal_prediction, vicreg
+from mmjax.systems import xmopa
+from mmjax.train.config import base_config
+
+MODS = ("crystal", "text", "xrd")
+N = 8
+
+
+def _config(**overrides):
+    c = base_config()
+    c.system = xmopa.system_config(small=True)
+    c.system.encoder_overrides = {"crystal": {"n_conv": 1}}  # fast compile; wiring is what is tested
+    c.system.update(overrides)
+    return c
+
+
+def _runner(system, train=False):
+    def run(p, b):
+        (loss, metrics), grads = jax.value_and_grad(lambda q: system.loss(q, b, jax.random.PRNGKey(1), train),
+                                                    has_aux=True)(p)
+        return loss, metrics, grads, system.embed(p, b)
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    ds = make_dataset(tmp_path_factory.mktemp("xmopa"), N, MODS, missing={"text": (5,)}, seed=4)
+    system = xmopa.make_system(_config())
+    batch8 = first_batch(ds, N, 8, modalities=MODS)  # 8 devices x 1 slot
+    batch1 = first_batch(ds, N, 1, modalities=MODS)  # 1 device x 8 slots
+    params = jax.jit(system.init)(jax.random.PRNGKey(0), batch1)
+    return system, params, batch1, batch8, jax.jit(_runner(system))
+
+
+def _masks(batch):
+    valid = batch["slot_valid"].reshape(-1)
+    return {m: valid & batch["present"][m].reshape(-1) for m in MODS}
+
+
+def test_loss_is_hand_assembled_objective(setup):
+    system, params, batch, _, run = setup
+    for b in (batch, set_present(batch, "xrd", [0, 2])):
+        loss, metrics, grads, z = run(params, b)
+        masks = _masks(b)
+        preds = system.predictors.apply({"params": params["predictors"]}, z)
+        l_pred = cross_modal_prediction(preds, z, masks)  # sum over dims, all three terms at evaluation
+        l_vic = np.mean([float(vicreg(z[m], mask=masks[m])) for m in MODS])
+        l_con = all_pairs_clip(z, masks, 0.07)
+        np.testing.assert_allclose(float(metrics["prediction"]), float(l_pred), rtol=1e-5)
+        np.testing.assert_allclose(float(metrics["vicreg"]), l_vic, rtol=1e-5)
+        np.testing.assert_allclose(float(loss), float(l_pred) + 0.01 * l_vic + 0.1 * float(l_con), rtol=1e-5)
+        assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(grads))
+    # the prediction term only uses rows where all three modalities exist: changing a row that lacks
+    # text (record 5) elsewhere must not move it
+    assert not _masks(batch)["text"][5]
+    moved = jax.tree.map(lambda x: x, batch)
+    moved["xrd"] = np.array(batch["xrd"])
+    moved["xrd"][0, 5] += 50.0
+    _, m_moved, _, _ = run(params, moved)
+    _, m_ref, _, _ = run(params, batch)
+    assert float(m_moved["prediction"]) == pytest.approx(float(m_ref["prediction"]), rel=1e-6)
+    assert float(m_moved["contrastive"]) != pytest.approx(float(m_ref["contrastive"]), rel=1e-6)
+
+
+def test_train_mode_samples_one_target_per_row(setup):
+    system, params, batch, _, run = setup
+    _, _, _, z = run(params, batch)
+    masks = _masks(batch)
+    rng = jax.random.PRNGKey(3)
+    loss_eval, m_eval = system.pretrain_loss(params, z, masks, rng, False)
+    loss_a, m_a = system.pretrain_loss(params, z, masks, rng, True)
+    loss_b, _ = system.pretrain_loss(params, z, masks, rng, True)
+    assert float(loss_a) == float(loss_b)  # deterministic given the step rng
+    # training: each row scores one randomly drawn target modality (index into sorted names)
+    index = jax.random.randint(rng, (N,), 0, 3)
+    preds = system.predictors.apply({"params": params["predictors"]}, z)
+    expected = cross_modal_prediction(preds, z, masks, target_index=index)
+    np.testing.assert_allclose(float(m_a["prediction"]), float(expected), rtol=1e-5)
+    assert float(m_a["prediction"]) != pytest.approx(float(m_eval["prediction"]), rel=1e-4)
+    assert float(m_a["vicreg"]) == pytest.approx(float(m_eval["vicreg"]), rel=1e-6)
+
+
+def test_loss_decreases(setup):
+    system, params, batch, _, run = setup
+    # Adam on the host-side pytrees (the engine's jitted step is tested in tests/train)
+    tx = optax.adam(3e-3)
+    state = tx.init(params)
+    update = jax.jit(tx.update)
+    losses = []
+    for _ in range(6):
+        loss, _, grads, _ = run(params, batch)
+        losses.append(float(loss))
+        updates, state = update(grads, state, params)
+        params = jax.jit(optax.apply_updates)(params, updates)
+    assert losses[-1] < losses[0] * 0.95, losses
+
+
+def test_one_vs_eight_devices(setup):
+    system, params, batch1, batch8, run = setup
+    assert batch8["slot_valid"].shape == (8, 1) and batch1["slot_valid"].shape == (1, N)
+    mesh = Mesh(np.array(jax.devices()[:8]), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+    sharded = jax.device_put(batch8, NamedSharding(mesh, P("data")))
+    replicated = jax.device_put(params, NamedSharding(mesh, P()))
+    loss8, m8, g8, z8 = jax.jit(_runner(system))(replicated, sharded)
+    loss1, m1, g1, z1 = run(params, batch1)
+    for m in MODS:
+        np.testing.assert_allclose(np.asarray(z8[m]), np.asarray(z1[m]), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(float(loss8), float(loss1), rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(g8), jax.tree.leaves(g1)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-4, atol=1e-5)
+
+
+def test_probe_heads_on_latents(setup):
+    system, params, batch, _, _ = setup
+    probe = xmopa.make_system(_config(stage="finetune", targets={"gap": 1, "crystal_system": 7}))
+    shapes = jax.eval_shape(probe.init, jax.random.PRNGKey(0), batch)
+    assert set(shapes) == set(params) | {"head"}
+    # the heads read the concatenated latents of the three modalities (3 x latent_dim = 96)
+    assert shapes["head"]["head_gap"]["fc_0"]["kernel"].shape == (96, 32)
+    pred = jax.eval_shape(probe.predict, shapes, batch)
+    assert pred["gap"].shape == (N,) and pred["crystal_system"].shape == (N, 7)
