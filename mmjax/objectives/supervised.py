@@ -1,0 +1,108 @@
+"""Supervised losses with label masks and uniform task sampling for multi-target training (O8).
+
+Shapes: predictions ``[B]`` (regression) or logits ``[B, K]`` (classification), labels ``[B]``
+(float or int), ``mask`` bool ``[B]`` (True where the label exists; combine with ``slot_valid``).
+All losses average over valid rows and return exactly 0 (finite gradients) when none is valid.
+
+Multi-target training (XxaCT-NN): ``sample_task`` draws one task per example uniformly;
+``multitask_loss`` scores each example only on its sampled task, i.e. the mean over examples
+(whose sampled label exists) of that task's per-example loss. Tasks are indexed by their position
+in ``task_names``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from mmjax.objectives._common import as_mask, safe_mean
+
+LOSS_KINDS = ("mse", "mae", "ce")
+
+
+def _check(name, pred, labels, mask):
+    if pred.shape[0] != labels.shape[0]:
+        raise ValueError(f"{name}: batch sizes differ: {pred.shape} vs {labels.shape}")
+    return as_mask(mask, labels.shape[0])
+
+
+def per_example_loss(kind: str, pred: jax.Array, labels: jax.Array) -> jax.Array:
+    """Per-example loss ``[B]``: squared error, absolute error, or softmax cross-entropy."""
+    if kind == "mse":
+        return jnp.square(pred - labels)
+    if kind == "mae":
+        return jnp.abs(pred - labels)
+    if kind == "ce":
+        if pred.ndim != 2:
+            raise ValueError(f"ce needs logits [B, K], got {pred.shape}")
+        labels = labels.astype(jnp.int32)
+        logp = jax.nn.log_softmax(pred, axis=-1)
+        return -jnp.take_along_axis(logp, jnp.clip(labels, 0, pred.shape[-1] - 1)[:, None], 1)[:, 0]
+    raise ValueError(f"unknown loss kind {kind!r}; choose one of {LOSS_KINDS}")
+
+
+def _masked(kind, pred, labels, mask):
+    mask = _check(kind, pred, labels, mask)
+    # where-guard the labels too: a missing (NaN) label must not leak NaN into the gradient.
+    safe_labels = jnp.where(mask, labels, jnp.zeros_like(labels))
+    return safe_mean(per_example_loss(kind, pred, safe_labels), mask)
+
+
+def masked_mse(pred: jax.Array, labels: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    """Mean squared error over rows with a label; ``pred``, ``labels`` ``[B]``; 0-d."""
+    return _masked("mse", pred, labels, mask)
+
+
+def masked_mae(pred: jax.Array, labels: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    """Mean absolute error over rows with a label; ``[B]``; 0-d (same units as the target)."""
+    return _masked("mae", pred, labels, mask)
+
+
+def masked_cross_entropy(logits: jax.Array, labels: jax.Array, mask: jax.Array | None = None):
+    """Softmax cross-entropy (nats) over rows with a label; logits ``[B, K]``, int labels ``[B]``."""
+    return _masked("ce", logits, labels, mask)
+
+
+def sample_task(rng: jax.Array, task_names: Sequence[str], batch_size: int | None = None):
+    """Uniformly sampled task index: int32 scalar, or ``[batch_size]`` (one task per example)."""
+    if len(task_names) == 0:
+        raise ValueError("sample_task needs at least one task name")
+    shape = () if batch_size is None else (batch_size,)
+    return jax.random.randint(rng, shape, 0, len(task_names), dtype=jnp.int32)
+
+
+def multitask_loss(
+    predictions: Mapping[str, jax.Array],
+    labels: Mapping[str, jax.Array],
+    label_mask: Mapping[str, jax.Array],
+    task_kinds: Mapping[str, str],
+    task_names: Sequence[str],
+    task_index: jax.Array | None = None,
+) -> jax.Array:
+    """Multi-target loss counting only each example's sampled task; 0-d.
+
+    Args:
+      predictions/labels/label_mask: {task: ``[B]`` / ``[B, K]``}, {task: ``[B]``}, {task: bool ``[B]``}.
+      task_kinds: {task: "mse" | "mae" | "ce"}.
+      task_names: the task order that ``task_index`` refers to.
+      task_index: int ``[B]`` from ``sample_task`` (or a scalar: the whole batch on one task);
+        None counts every (example, task) pair whose label exists.
+
+    Returns ``sum_b sum_t [b counts for t] l_t(b) / #(b, t) counted``; 0 if nothing counts.
+    """
+    total, count = 0.0, 0
+    for t, name in enumerate(task_names):
+        for d, what in ((predictions, "predictions"), (labels, "labels"), (task_kinds, "task_kinds")):
+            if name not in d:
+                raise ValueError(f"task {name!r} missing from {what} (has {sorted(d)})")
+        lab = labels[name]
+        mask = _check(name, predictions[name], lab, label_mask.get(name))
+        if task_index is not None:
+            mask = mask & (jnp.asarray(task_index) == t)
+        safe_labels = jnp.where(mask, lab, jnp.zeros_like(lab))
+        per = per_example_loss(task_kinds[name], predictions[name], safe_labels)
+        total = total + jnp.sum(jnp.where(mask, per, 0.0))
+        count = count + jnp.sum(mask)
+    return jnp.where(count > 0, total / jnp.maximum(count, 1), 0.0)
