@@ -271,6 +271,57 @@ class TextEmbedder:
         return out
 
 
+class HashingTextEmbedder:
+    """A frozen, dependency-free stand-in text encoder: signed feature hashing of words and bigrams.
+
+    For smoke runs and the embedded default data when no BERT checkpoint is available offline
+    (``config.data.text_model = "hashing"`` or ``"hashing:<dim>"``). It is NOT a language model:
+    texts that share words get similar vectors, nothing more. Each lower-cased word and word
+    bigram is hashed (BLAKE2b, stable across processes and platforms) to a bucket in [0, dim) and a
+    sign; counts are log1p-damped and the vector is L2-normalised. Output float32 [n, dim].
+    """
+
+    pooling = "hashing"
+    num_traces = 0
+
+    def __init__(self, dim: int = 768):
+        if dim <= 0:
+            raise ValueError(f"hashing text embedder: dim must be positive, got {dim}")
+        self.hidden_size = int(dim)
+
+    @staticmethod
+    def _tokens(text: str) -> list[str]:
+        import re
+
+        words = re.findall(r"[\w.+-]+", text.lower())
+        return words + [f"{a} {b}" for a, b in zip(words, words[1:])]
+
+    def __call__(self, texts: Sequence[str], params=None) -> np.ndarray:
+        import hashlib
+
+        out = np.zeros((len(texts), self.hidden_size), np.float32)
+        for row, text in enumerate(texts):
+            counts: dict[int, float] = {}
+            for tok in self._tokens(text):
+                h = int.from_bytes(hashlib.blake2b(tok.encode("utf-8"), digest_size=8).digest(), "little")
+                bucket, sign = h % self.hidden_size, 1.0 if (h >> 63) & 1 else -1.0
+                counts[bucket] = counts.get(bucket, 0.0) + sign
+            for bucket, value in counts.items():
+                out[row, bucket] = np.sign(value) * np.log1p(abs(value))
+            norm = np.linalg.norm(out[row])
+            if norm > 0:
+                out[row] /= norm
+        return out
+
+
+def hashing_embedder_from_name(name) -> "HashingTextEmbedder | None":
+    """``"hashing"`` / ``"hashing:<dim>"`` -> a HashingTextEmbedder; anything else -> None."""
+    if not isinstance(name, str) or not (name == "hashing" or name.startswith("hashing:")):
+        return None
+    dim = int(name.split(":", 1)[1]) if ":" in name else 768
+    return HashingTextEmbedder(dim)
+
+
 def embed_texts(
     texts: Sequence[str],
     model,
@@ -317,7 +368,8 @@ def embed_dataset(
 
     dataset_dir: a dataset written by ``mmjax.data.store`` (``Dataset.open``); its raw texts are
         the string column ``"text/raw"`` (None for records without text).
-    model_or_path: a ``TextEmbedder`` (used as configured; ``pooling`` and the size arguments
+    model_or_path: ``"hashing"`` / ``"hashing:<dim>"`` (the offline stand-in
+        ``HashingTextEmbedder``), a ``TextEmbedder`` (used as configured; ``pooling`` and the size arguments
         are then ignored), a ``FlaxBertModel`` (then ``tokenizer`` is required), or anything
         ``load_text_encoder`` accepts (checkpoint folder or hub id).
     normalize: apply ``normalize_text`` (MatSciBERT's input normalisation) before tokenising.
@@ -332,8 +384,10 @@ def embed_dataset(
     dataset = Dataset.open(os.fspath(dataset_dir))
     if column in dataset.keys and not overwrite:
         raise ValueError(f"dataset {dataset_dir} already has column {column!r}; pass overwrite=True")
-    if isinstance(model_or_path, TextEmbedder):
+    if isinstance(model_or_path, (TextEmbedder, HashingTextEmbedder)):
         embedder = model_or_path
+    elif hashing_embedder_from_name(model_or_path) is not None:
+        embedder = hashing_embedder_from_name(model_or_path)
     else:
         if isinstance(model_or_path, (str, os.PathLike)):
             model, tok = load_text_encoder(model_or_path)

@@ -243,3 +243,25 @@ def test_embed_dataset_adds_column(tmp_path, tiny_bert, embedders):
     with pytest.raises(ValueError, match="overwrite"):
         embed_dataset(tmp_path, model, "mean", tokenizer=tok)
     assert embedders["mean"].num_traces == 2
+
+
+def test_hashing_embedder_is_deterministic_normalised_and_word_sensitive():
+    from mmjax.data.text_embed import HashingTextEmbedder, hashing_embedder_from_name
+
+    emb = hashing_embedder_from_name("hashing:64")
+    assert isinstance(emb, HashingTextEmbedder) and emb.hidden_size == 64
+    assert hashing_embedder_from_name("m3rg-iitd/matscibert") is None
+    texts = ["NaCl crystallizes in the cubic Fm-3m space group.",
+             "NaCl crystallizes in the cubic Fm-3m space group.",
+             "ZnO crystallizes in the hexagonal P6_3mc space group.",
+             ""]
+    out = emb(texts)
+    assert out.shape == (4, 64) and out.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(out[:3], axis=1), 1.0, rtol=1e-6)
+    assert np.array_equal(out[0], out[1])
+    assert not out[3].any()  # no tokens -> zero vector, not NaN
+    # Texts sharing most words are closer than a text compared with its own negation of content.
+    assert out[0] @ out[2] < 0.999
+    # Independent recomputation of one bucket: a single-word text has exactly one non-zero entry.
+    single = emb(["perovskite"])[0]
+    assert np.count_nonzero(single) == 1 and abs(abs(single).max() - 1.0) < 1e-6
