@@ -3,7 +3,9 @@
     python benchmarks/featurize.py            # full: 2000 perovskites, 5 repeats
     python benchmarks/featurize.py --quick    # 200 perovskites, 3 repeats
 
-Reads the first N Castelli perovskites of ../shared/data/perovskites/structures_all.json.gz.
+Reads the first N Castelli perovskites of ../shared/data/perovskites/structures_all.json.gz
+(and, for the XRD rows, the first 200 (quick 50) MP-40 test structures of ../shared/data/mp40).
+XRD is timed for both peak backends: "fast" (vectorised NumPy) and "pymatgen" (reference).
 Structures are parsed before timing; every number is the median over repeats (each repeat
 processes the whole set; imports and warm-up excluded). Graph throughput is also measured with
 a 2-process pool (per-process rate = total / workers). Targets (SPEC / task): >= 1,400 graphs/s on
@@ -27,6 +29,7 @@ import numpy as np
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 DATA = ROOT.parent / "shared" / "data" / "perovskites" / "structures_all.json.gz"
+MP40 = ROOT.parent / "shared" / "data" / "mp40" / "mp40_test.csv.gz"
 
 _STRUCTURES: list = []
 
@@ -38,6 +41,15 @@ def load_structures(n: int):
         data = json.load(f)
     ids = sorted(data, key=int)[:n]
     return [Structure.from_str(data[i]["poscar"], fmt="poscar") for i in ids]
+
+
+def load_mp40(n: int):
+    """First n MP-40 test structures (file order), parsed from their CIFs."""
+    import pandas as pd
+    from pymatgen.core import Structure
+
+    cifs = pd.read_csv(MP40).cif[:n]
+    return [Structure.from_str(c, fmt="cif") for c in cifs]
 
 
 def graph_one(structure) -> int:
@@ -118,8 +130,23 @@ def main(argv=None):
     rows.append((f"smear_pattern 4250 pts (mean {np.mean([len(x) for x, _ in peaks]):.0f} peaks)",
                  "1 process", rate, rate, cpu))
 
-    rate, cpu = median_rate(lambda: [xrd_pattern(s) for s in structures[:n_xrd]], n_xrd, repeats)
-    rows.append(("xrd_pattern (pymatgen CuKa + smearing)", "1 process", rate, rate, cpu))
+    xrd_cpu = {}
+    for backend in ("fast", "pymatgen"):
+        xrd_pattern(structures[0], backend=backend)
+        rate, cpu = median_rate(lambda: [xrd_pattern(s, backend=backend) for s in structures[:n_xrd]],
+                                n_xrd, repeats)
+        rows.append((f"xrd_pattern backend={backend} (CuKa + smearing)", "1 process", rate, rate, cpu))
+        xrd_cpu[("perovskites", backend)] = cpu
+
+    if MP40.exists():  # larger, lower-symmetry cells (2-40 sites) from MP-40
+        mixed = load_mp40(50 if args.quick else 200)
+        for backend in ("fast", "pymatgen"):
+            xrd_pattern(mixed[0], backend=backend)
+            rate, cpu = median_rate(lambda: [xrd_pattern(s, backend=backend) for s in mixed],
+                                    len(mixed), repeats)
+            rows.append((f"xrd_pattern backend={backend}, MP-40 (mean {np.mean([len(s) for s in mixed]):.0f}"
+                         " sites)", "1 process", rate, rate, cpu))
+            xrd_cpu[("mp40", backend)] = cpu
 
     n_sym = min(n, 100 if args.quick else 300)
     rate, cpu = median_rate(lambda: [symmetry_labels(s) for s in structures[:n_sym]], n_sym, repeats)
@@ -129,6 +156,11 @@ def main(argv=None):
     print(f"{'task':52s} {'mode':10s} {'items/s':>10s} {'per core':>10s} {'per CPU-s':>10s}")
     for task, mode, total, per_core, cpu in rows:
         print(f"{task:52s} {mode:10s} {total:10.0f} {per_core:10.0f} {cpu:10.0f}")
+    for data in ("perovskites", "mp40"):
+        if (data, "fast") in xrd_cpu:
+            fast, ref = xrd_cpu[(data, "fast")], xrd_cpu[(data, "pymatgen")]
+            print(f"xrd_pattern {data}: fast {1e3 / fast:.3f} ms, pymatgen {1e3 / ref:.3f} ms per pattern "
+                  f"(CPU), speed-up {fast / ref:.1f}x")
 
 
 if __name__ == "__main__":
