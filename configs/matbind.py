@@ -69,8 +69,13 @@ def get_config(arg=None):
     c.train.steps = base.steps_for(50, n_train, 300)              # linear probe (batch 300; early stopping)
     c.train.compute_dtype = "bfloat16"                            # precision: bf16-mixed
     if small:
-        c.system.modalities = ("crystal", "xrd")       # what the embedded default provides without text/DOS
-        c.data.modalities = ("crystal", "xrd")
+        # Offline stand-ins for the embedded default: template descriptions (robocrys takes ~1 s per
+        # structure) and the hashing text encoder (no BERT weights offline). Use a real checkpoint
+        # folder in config.data.text_model for real work.
+        c.data.features.text_robocrys = False
+        c.data.text_model = "hashing"
+        c.system.modalities = ("crystal", "xrd", "text")  # what the embedded default provides (no DOS)
+        c.data.modalities = ("crystal", "xrd", "text")
         c.system.latent_dim = 16
         c.data.num_materials = 400
         c.data.split = (0.8, 0.1, 0.1)

@@ -72,6 +72,11 @@ def get_config(arg=None):
     c.train.steps = base.steps_for(200, n_train, PAPER_BATCH)     # prediction_finetune.py: 200 epochs
     c.train.compute_dtype = "bfloat16"      # multimat.py: torch.cuda.amp autocast
     if small:
+        # Offline stand-ins for the embedded default: template descriptions (robocrys takes ~1 s per
+        # structure) and the hashing text encoder (no BERT weights offline). Use a real checkpoint
+        # folder in config.data.text_model for real work.
+        c.data.features.text_robocrys = False
+        c.data.text_model = "hashing"
         c.system.modalities = ("crystal", "text")  # what the embedded default provides
         c.data.modalities = ("crystal", "text")
         c.system.latent_dim = 16

@@ -69,6 +69,11 @@ def get_config(arg=None):
     c.pretrain.steps = 20000
     c.train.steps = 5000
     if small:
+        # Offline stand-ins for the embedded default: template descriptions (robocrys takes ~1 s per
+        # structure) and the hashing text encoder (no BERT weights offline). Use a real checkpoint
+        # folder in config.data.text_model for real work.
+        c.data.features.text_robocrys = False
+        c.data.text_model = "hashing"
         c.system.latent_dim = 32
         c.system.predictor_hidden = (32,)
         c.system.head_hidden = (32,)

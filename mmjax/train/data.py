@@ -5,20 +5,36 @@ leaf ``[n_local_devices, B_dev, ...]``) with ``get_state() -> JSON-able dict`` a
 ``set_state(dict)``; the engine stores the state in checkpoints so a resumed run sees exactly
 the batches it would have seen. Train iterators are infinite; eval/predict iterators finite.
 
-``DATA_SOURCES`` maps ``config.data.source`` to ``builder(config, split, input_path=None)``
-with split in {"train", "eval", "predict"}; the grain pipeline registers itself here.
+``DATA_SOURCES`` maps ``config.data.source`` to ``builder(config, split, input_path=None, *,
+workdir=None)`` with split in {"train", "eval", "predict"}. Every name that is not registered
+(``"prototypes"``, a path, a source name of `mmjax.data.sources`) goes to `featurized_source`:
+config.data -> source reader -> featurise into ``<workdir>/data/<name>-<hash>`` (cached: the next
+run re-uses it) -> `mmjax.data.store.Dataset` -> train / eval / test split
+(``config.data.split``) -> `mmjax.data.pipeline.make_batches` with graph budgets from the
+manifest -> this process's device rows (`HostBatches`).
+
+Batch conventions added here: classification targets are 0-based class indices (space group
+1..230 is stored and batched as 0..229); regression targets are normalised with the manifest's
+statistics when ``config.data.normalize_targets`` (`target_statistics` undoes it).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
 import time
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import jax
 import ml_collections
 import numpy as np
 
 Batch = dict[str, Any]
+log = logging.getLogger(__name__)
 
 
 class SyntheticBatches:
@@ -89,7 +105,8 @@ class SyntheticBatches:
         self.index = int(state["next_index"])
 
 
-def synthetic_source(config: ml_collections.ConfigDict, split: str, input_path: str | None = None) -> SyntheticBatches:
+def synthetic_source(config: ml_collections.ConfigDict, split: str, input_path: str | None = None,
+                     **_unused) -> SyntheticBatches:
     """Builder for ``config.data.source = "synthetic"``: keys batch_per_device, length, eval_batches,
     delay_s, nan_at_batch. Eval uses a different seed and ``eval_batches`` batches."""
     d = config.data
@@ -104,12 +121,12 @@ def synthetic_source(config: ml_collections.ConfigDict, split: str, input_path: 
 DATA_SOURCES: dict[str, Callable] = {"synthetic": synthetic_source}
 
 
-def build_iterator(config: ml_collections.ConfigDict, split: str, input_path: str | None = None):
-    """Iterator for `split` from the source named by ``config.data.source``."""
-    name = config.data.source
-    if name not in DATA_SOURCES:
-        raise ValueError(f"config.data.source={name!r} is not a registered data source; known: {sorted(DATA_SOURCES)}")
-    return DATA_SOURCES[name](config, split, input_path=input_path)
+def build_iterator(config: ml_collections.ConfigDict, split: str, input_path: str | None = None, *,
+                   workdir: str | None = None):
+    """Iterator for `split` from the source named by ``config.data.source`` (registered builders,
+    else `featurized_source`); `workdir` holds the featurised cache unless ``config.data.data_dir``."""
+    builder = DATA_SOURCES.get(config.data.source, featurized_source)
+    return builder(config, split, input_path=input_path, workdir=workdir)
 
 
 def peek(iterator) -> Batch:
@@ -118,3 +135,321 @@ def peek(iterator) -> Batch:
     batch = next(iterator)
     iterator.set_state(state)
     return batch
+
+
+# ----------------------------------------------------------------------------------------------
+# Featurised-store source: config.data -> source -> featurise into <workdir>/data (cached) ->
+# Dataset -> train / eval / test split -> host-local Batches.
+
+# Class labels as stored ("label/<name>") -> offset subtracted in Batches, so classification
+# targets in a Batch are 0-based class indices (space group 1..230 -> 0..229).
+CLASS_LABEL_OFFSETS = {"space_group": 1, "crystal_system": 0}
+SPLITS = ("train", "eval", "test", "all")
+_DATASET_CACHE: dict[str, Any] = {}
+
+
+def _data(config) -> ml_collections.ConfigDict:
+    return config.data
+
+
+def _opt(section, key, default):
+    """``section.key`` when the config has it, else `default` (configs built on older bases)."""
+    try:
+        return section[key] if key in section else default
+    except (KeyError, AttributeError):
+        return default
+
+
+def config_modalities(config) -> tuple[str, ...]:
+    """``config.data.modalities`` (empty = every modality the stored dataset has)."""
+    return tuple(_opt(_data(config), "modalities", ()) or ())
+
+
+def config_targets(config) -> tuple[str, ...]:
+    """Target names a run batches: ``config.data.targets``, else the keys of ``config.system.targets``."""
+    names = tuple(_opt(_data(config), "targets", ()) or ())
+    if not names and "targets" in config.system and config.system.targets is not None:
+        t = config.system.targets
+        names = tuple(t.keys() if hasattr(t, "keys") else t)
+    return names
+
+
+def feature_spec(config) -> "FeatureSpec":
+    """The `FeatureSpec` implied by ``config.data``: which modalities to compute and how.
+
+    A modality is featurised when ``config.data.modalities`` names it (all structural ones when it
+    is empty); symmetry labels and every source target are always stored (so one cached dataset
+    serves pretraining, training and transfer). ``config.data.features`` holds the featuriser
+    settings (graph kind, cutoff, max_neighbors, xrd range / step / sigma, max_elements, text).
+    """
+    from mmjax.data.featurize import FeatureSpec
+
+    mods = config_modalities(config) or ("crystal", "composition", "xrd")
+    f = _opt(_data(config), "features", None)
+    f = f.to_dict() if f is not None else {}
+    kw = dict(
+        graph=(f.get("graph") or "cgcnn") if "crystal" in mods else None,
+        xrd="xrd" in mods, composition="composition" in mods, symmetry=True,
+        dos="dos" in mods, charge_density="charge_density" in mods, text="text" in mods,
+        targets=None,
+    )
+    for key in ("cutoff", "max_neighbors", "xrd_sigma", "xrd_step", "max_elements", "symprec", "dos_length"):
+        if f.get(key) not in (None, 0, 0.0):  # 0 = the featuriser's default
+            kw[key] = f[key]
+    if f.get("text_robocrys") is not None:  # a bool: False must reach the spec too
+        kw["text_robocrys"] = bool(f["text_robocrys"])
+    if f.get("xrd_two_theta_range"):
+        kw["xrd_two_theta_range"] = tuple(f["xrd_two_theta_range"])
+    if f.get("dos_range"):
+        kw["dos_range"] = tuple(f["dos_range"])
+    return FeatureSpec(**kw)
+
+
+def _source_request(config, input_path: str | None) -> dict:
+    """What is read: JSON-able description that (with the spec) keys the featurised cache."""
+    d = _data(config)
+    if input_path:
+        p = os.path.abspath(input_path)
+        if not os.path.exists(p):
+            raise FileNotFoundError(f"--input {input_path!r}: no such file or folder")
+        st = os.stat(p)
+        return {"source": "input", "path": p, "mtime": st.st_mtime, "size": st.st_size}
+    source = str(d.source)
+    kwargs = _opt(d, "source_kwargs", None)
+    req = {"source": source, "kwargs": kwargs.to_dict() if kwargs is not None else {}}
+    if source == "prototypes":
+        req["kwargs"] = {"n": int(_opt(d, "num_materials", 3000)), "seed": int(_opt(d, "source_seed", 0)),
+                         **req["kwargs"]}
+    elif os.path.exists(source):
+        req["source"] = os.path.abspath(source)
+        st = os.stat(req["source"])
+        req.update(mtime=st.st_mtime, size=st.st_size)
+    return req
+
+
+def data_root(config, workdir: str | None) -> str:
+    """Folder of cached featurised datasets: ``config.data.data_dir`` or ``<workdir>/data``."""
+    root = _opt(_data(config), "data_dir", "") or (os.path.join(workdir, "data") if workdir else "")
+    if not root:
+        raise ValueError("the featurised data needs a place: pass --workdir or set config.data.data_dir")
+    return os.path.abspath(root)
+
+
+def dataset_dir(config, workdir: str | None, input_path: str | None = None) -> str:
+    """``<data_root>/<name>-<hash>``: one folder per (source, featuriser settings)."""
+    req = _source_request(config, input_path)
+    spec = feature_spec(config).to_dict()
+    digest = hashlib.sha1(json.dumps({"request": req, "spec": spec}, sort_keys=True, default=str).encode())
+    base = os.path.basename(str(req.get("path", req["source"])).rstrip("/")) or "data"
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", base)[:40]
+    return os.path.join(data_root(config, workdir), f"{'input-' if input_path else ''}{name}-{digest.hexdigest()[:10]}")
+
+
+def prototype_material(item: tuple):
+    """Worker-side generator for the embedded default: ``(id, index, seed)`` -> Material.
+
+    The stored labels ``space_group`` / ``crystal_system`` come from the featuriser's symmetry
+    step (``label/*``, class labels); the duplicate float targets are dropped here.
+    """
+    from mmjax.data.sources.prototypes import generate_one
+
+    m = generate_one(int(item[1]), seed=int(item[2]))
+    for name in CLASS_LABEL_OFFSETS:
+        m.targets.pop(name, None)
+    return m
+
+
+def _read_materials(req: dict, config) -> tuple[list, Callable | None]:
+    """(items, parse) for `featurize_dataset`: prototypes are generated inside the workers."""
+    from mmjax.data.sources import read_source
+
+    if req["source"] == "prototypes":
+        n, seed = req["kwargs"]["n"], req["kwargs"]["seed"]
+        return [(f"proto-{i:06d}", i, seed) for i in range(n)], prototype_material
+    path = req.get("path") or (req["source"] if os.path.exists(req["source"]) else None)
+    kwargs = dict(req.get("kwargs", {}))
+    result = read_source(path) if req["source"] == "input" else read_source(req["source"], **kwargs)
+    if not result.materials:
+        raise ValueError(f"data source {req.get('path', req['source'])!r} gave no readable material "
+                         f"({len(result.errors)} errors, first: {result.errors[:1]})")
+    for err in result.errors[:20]:
+        log.warning("skipped while reading: %s", err)
+    for m in result.materials:
+        for name in CLASS_LABEL_OFFSETS:  # symmetry labels are recomputed as class labels
+            m.targets.pop(name, None)
+    return list(result.materials), None
+
+
+def prepare_dataset(config, workdir: str | None = None, input_path: str | None = None, *,
+                    progress: bool | None = None):
+    """Featurise the configured source (or `input_path`) once and open it (`mmjax.data.store.Dataset`).
+
+    The dataset lives in `dataset_dir`; an existing folder with a manifest is re-used, so the
+    second run of a command skips featurisation. Written into a temporary folder and renamed, so
+    a killed featurisation never leaves a half dataset behind. With the ``text`` modality the
+    frozen text embeddings (``config.data.text_model``, ``config.data.text_pooling``) are added.
+    """
+    from mmjax.data.featurize import featurize_dataset
+    from mmjax.data.store import Dataset
+
+    folder = dataset_dir(config, workdir, input_path)
+    if folder in _DATASET_CACHE:
+        return _DATASET_CACHE[folder]
+    if not os.path.exists(os.path.join(folder, "manifest.json")):
+        req = _source_request(config, input_path)
+        spec = feature_spec(config)
+        items, parse = _read_materials(req, config)
+        os.makedirs(os.path.dirname(folder), exist_ok=True)
+        tmp = f"{folder}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        show = bool(config.train.progress) if progress is None else progress
+        t0 = time.time()
+        manifest = featurize_dataset(items, spec, tmp, num_workers=int(_opt(_data(config), "num_workers", 2)),
+                                     parse=parse, sources=[json.dumps(req, default=str)], progress=show and
+                                     jax.process_index() == 0)
+        if spec.text:
+            from mmjax.data.text_embed import embed_dataset
+
+            model = _opt(_data(config), "text_model", "")
+            if not model:
+                raise ValueError("the text modality needs config.data.text_model (a BERT checkpoint folder or hub id)")
+            embed_dataset(tmp, model, pooling=_opt(_data(config), "text_pooling", "cls"))
+        try:
+            os.replace(tmp, folder)
+        except OSError:  # another process finished first: keep its copy
+            shutil.rmtree(tmp, ignore_errors=True)
+        if jax.process_index() == 0:
+            print(f"featurised {manifest.counts.get('written')} of {manifest.counts.get('input')} materials "
+                  f"({manifest.counts.get('skipped')} skipped) into {folder} in {time.time() - t0:.1f} s", flush=True)
+    ds = Dataset.open(folder)
+    _DATASET_CACHE[folder] = ds
+    return ds
+
+
+def stored_modalities(dataset) -> tuple[str, ...]:
+    """Batch modalities the stored dataset has."""
+    from mmjax.data.pipeline import PRESENCE_KEYS
+    from mmjax.data.schema import MODALITIES
+
+    return tuple(m for m in MODALITIES if PRESENCE_KEYS[m] in dataset.manifest.schema)
+
+
+def check_modalities(dataset, wanted: Sequence[str], what: str) -> None:
+    """Raise ValueError naming each modality of `wanted` that `dataset` lacks."""
+    have = stored_modalities(dataset)
+    missing = [m for m in wanted if m not in have]
+    if missing:
+        raise ValueError(f"{what}: the config needs modality {', '.join(repr(m) for m in missing)}, which the "
+                         f"dataset at {dataset.root} does not have (it has {list(have)}); give data with "
+                         f"{' and '.join(missing)} (e.g. structures rather than compositions) or another config")
+
+
+def split_indices(config, n: int) -> dict[str, np.ndarray]:
+    """``{"train", "eval", "test", "all"}`` index arrays: ``random_split(n, config.data.split, seed)``."""
+    from mmjax.data.splits import random_split
+
+    fractions = tuple(_opt(_data(config), "split", (0.8, 0.1, 0.1)))
+    train, val, test = random_split(n, fractions, seed=int(_opt(_data(config), "split_seed", 0)))
+    return {"train": train, "eval": val, "test": test, "all": np.arange(n, dtype=np.int64)}
+
+
+class HostBatches:
+    """This process's rows of a global `mmjax.data.pipeline.BatchIterator`.
+
+    The pipeline packs ``n_devices`` (global) micro-batches per step; every process walks the
+    same deterministic stream and keeps its devices' rows, so any process layout sees the same
+    global batch. Classification targets are shifted to 0-based class indices
+    (`CLASS_LABEL_OFFSETS`). ``last_ids()`` gives the material ids of the last batch
+    ``<U [n_devices, B_dev]`` (global, "" on padding slots).
+    """
+
+    def __init__(self, inner, ids: np.ndarray, lo: int, n_local: int):
+        self.inner, self.ids, self.lo, self.n_local = inner, ids, lo, n_local
+        self.dataset = inner.dataset
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> Batch:
+        batch = next(self.inner)
+        for name, off in CLASS_LABEL_OFFSETS.items():
+            t = batch.get("targets", {})
+            if off and name in t and t[name].dtype.kind in "iu":
+                t[name] = np.where(batch["target_mask"][name], t[name] - off, 0).astype(np.int32)
+        if self.n_local == batch["slot_valid"].shape[0]:
+            return batch
+        sl = slice(self.lo, self.lo + self.n_local)
+        return jax.tree.map(lambda x: x[sl], batch)
+
+    def last_ids(self) -> np.ndarray:
+        idx = self.inner.last_indices
+        out = np.full(idx.shape, "", dtype=self.ids.dtype if len(self.ids) else "<U1")
+        out[idx >= 0] = self.ids[idx[idx >= 0]]
+        return out
+
+    def get_state(self) -> dict:
+        return self.inner.get_state()
+
+    def set_state(self, state: dict) -> None:
+        self.inner.set_state(state)
+
+
+def featurized_source(config: ml_collections.ConfigDict, split: str, input_path: str | None = None, *,
+                      workdir: str | None = None) -> HostBatches:
+    """Builder for every ``config.data.source`` except "synthetic" (see the module docstring).
+
+    split: "train" (shuffled, endless), "eval" (validation part, one pass), "test", "all", or
+    "predict" (`input_path` when given, else ``config.data.predict_split``; one pass, in order).
+    Batches hold ``config.data.batch_per_device`` slots per device, graph budgets from the
+    manifest (``config.data.budget_percentile``), the modalities of ``config.data.modalities``
+    (a missing one is named in the error) and the targets of `config_targets` (for a predict
+    `input_path`, only those the input has). Regression targets are normalised with the
+    manifest's mean / std when ``config.data.normalize_targets``.
+    """
+    from mmjax.data.pipeline import make_batches
+
+    if split not in SPLITS + ("predict",):
+        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS + ('predict',)}")
+    use_input = split == "predict" and input_path
+    ds = prepare_dataset(config, workdir, input_path if use_input else None)
+    modalities = config_modalities(config) or stored_modalities(ds)
+    check_modalities(ds, modalities, f"system {config.system.name!r}")
+    targets = list(config_targets(config))
+    if use_input:
+        have = {k.split("/", 1)[1] for k in ds.manifest.schema if k.startswith(("target/", "label/"))}
+        targets = [t for t in targets if t in have]
+    else:
+        part = split if split != "predict" else _opt(_data(config), "predict_split", "test")
+        if part not in SPLITS:
+            raise ValueError(f"config.data.predict_split={part!r}; expected one of {SPLITS}")
+        idx = split_indices(config, len(ds))[part]
+        if len(idx) == 0:
+            raise ValueError(f"the {part!r} split of {ds.root} is empty ({len(ds)} materials, split "
+                             f"{tuple(_opt(_data(config), 'split', ()))}); use more data or another split")
+        ds = ds.subset(idx)
+    n_dev = jax.device_count()
+    n_local = n_dev // jax.process_count()
+    bpd = int(config.data.batch_per_device)
+    train = split == "train"
+    it = make_batches(ds, bpd * n_dev, seed=int(config.seed), shuffle=train, num_epochs=None if train else 1,
+                      devices=n_dev, modalities=modalities, targets=targets,
+                      normalize_targets=bool(_opt(_data(config), "normalize_targets", False)),
+                      percentile=float(_opt(_data(config), "budget_percentile", 95.0)))
+    return HostBatches(it, np.asarray(ds.ids), jax.process_index() * n_local, n_local)
+
+
+def target_statistics(config, workdir: str | None = None) -> dict[str, dict]:
+    """``{name: {"kind": "regression", "mean", "std"} | {"kind": "class", "offset"}}`` of the
+    configured targets, as the Batches of the configured (training) data carry them."""
+    ds = prepare_dataset(config, workdir)
+    stats = ds.manifest.statistics.get("targets", {})
+    norm = bool(_opt(_data(config), "normalize_targets", False))
+    out = {}
+    for name in config_targets(config):
+        if f"target/{name}" in ds.manifest.schema:
+            s = stats.get(name, {})
+            out[name] = {"kind": "regression", "mean": float(s.get("mean", 0.0)) if norm else 0.0,
+                         "std": (float(s.get("std") or 1.0)) if norm else 1.0}
+        elif f"label/{name}" in ds.manifest.schema:
+            out[name] = {"kind": "class", "offset": CLASS_LABEL_OFFSETS.get(name, 0)}
+    return out

@@ -1,15 +1,36 @@
 """What each ``--mode`` of `mmjax.main` does: ``MODES[mode](config, workdir, input_path=None)``.
 
-Implemented here (generic over systems): ``train``, ``pretrain`` (the same loop; the system's
-loss decides what is learnt), ``finetune`` (train, starting from ``config.train.init_from``),
-``evaluate`` (eval metrics of the newest checkpoint -> ``evaluate.json``), ``predict`` and
-``embed`` (system outputs over the predict split or ``--input`` -> ``predictions.npz`` /
-``embeddings.npz``, padding slots removed). ``featurize`` and ``probe`` belong to the data and
-evaluation packages and are registered by them (`register_mode`).
+Generic over systems; data come from `mmjax.train.data.build_iterator` (the featurised cache
+lives in ``<workdir>/data`` unless ``config.data.data_dir``).
+
+* ``featurize``: featurise ``config.data`` (or ``--input``) into the cache and print the counts.
+* ``train``: the full recipe. When ``config.pretrain.steps > 0`` it first runs the pretraining
+  stage in ``<workdir>/pretrain`` (objective ``config.pretrain.terms``; systems with a
+  ``config.system.stage`` get ``"pretrain"``; the ``head`` group is frozen, see `pretrain_config`),
+  then the supervised stage in ``<workdir>`` initialised from it (``config.objective.terms``; stage ``"finetune"``). Without a pretraining
+  stage it trains ``config.objective`` directly. Ends with metrics in real units on the test
+  split (``summary.json["test"]``) when the system has prediction heads, and prints a summary.
+* ``pretrain``: only the pretraining stage, in ``<workdir>``.
+* ``finetune``: the supervised stage starting from ``config.train.init_from`` (a workdir or
+  checkpoint folder); every same-path, same-shape parameter is loaded, the rest (e.g. heads of
+  new targets) starts fresh.
+* ``probe``: like finetune with every parameter group except ``head`` frozen (optimiser
+  multiplier 0: frozen trunk, heads only — the XxaCT-NN transfer protocol).
+* ``evaluate``: the newest checkpoint on ``config.data.evaluate_split`` (default "test"): loss
+  metrics and, per target, MAE (target units) or accuracy -> ``<workdir>/evaluate.json``.
+* ``predict``: `System.predict` over ``--input`` (CIF folder / CSV / JSON, featurised like the
+  training data) or ``config.data.predict_split`` -> ``<workdir>/predictions.csv``: ``id`` then
+  one column per target (regression in target units; classification as the class label, e.g.
+  space group 1..230), plus ``<target>_true`` where the input has labels; the raw head outputs
+  (normalised units, logits) go to ``predictions.npz`` with the same row order.
+* ``embed``: `System.embed` over the same inputs -> ``<workdir>/embeddings.npz`` with ``ids``
+  (unicode) and one float32 [n, d] array per modality (plain arrays, no pickle).
 """
 
 from __future__ import annotations
 
+import copy
+import csv
 import json
 import os
 from typing import Callable
@@ -23,6 +44,8 @@ from mmjax.train.data import build_iterator, peek
 from mmjax.train.loop import build_engine, evaluate, make_checkpointer, sharded_target, train
 from mmjax.train.step import make_apply_fn, make_eval_step
 
+PRETRAIN_DIR = "pretrain"
+
 
 def _system(config):
     from mmjax.systems import build_system
@@ -30,23 +53,155 @@ def _system(config):
     return build_system(config)
 
 
-def run_train(config: ml_collections.ConfigDict, workdir: str, input_path: str | None = None) -> dict:
-    """Train (or pretrain) the configured system; returns the run summary."""
+def _has(section, key: str) -> bool:
+    try:
+        return key in section
+    except TypeError:
+        return False
+
+
+def stage_config(config: ml_collections.ConfigDict, stage: str, *, init_from: str | None = None,
+                 frozen_groups: dict | None = None) -> ml_collections.ConfigDict:
+    """A copy of `config` for one stage: "pretrain" (``pretrain.steps`` steps of ``pretrain.terms``),
+    "supervised" (``objective.terms``), with ``train.init_from`` / frozen optimiser groups set."""
+    c = copy.deepcopy(config)
+    with c.unlocked():
+        if stage == "pretrain":
+            pre = c.get("pretrain", None)
+            if pre is not None and pre.get("steps", 0) > 0:
+                c.train.steps = int(pre.steps)
+            if pre is not None and _has(pre, "terms") and _has(c, "objective") and _has(c.objective, "terms"):
+                for k in c.objective.terms:
+                    c.objective.terms[k] = float(pre.terms.get(k, 0.0))
+            if _has(c.system, "stage"):
+                c.system.stage = "pretrain"
+            c.checkpoint.best_metric = ""
+        elif stage == "supervised":
+            if _has(c.system, "stage"):
+                c.system.stage = "finetune"
+        else:
+            raise ValueError(f"unknown stage {stage!r}")
+        if init_from is not None:
+            c.train.init_from = init_from
+        if frozen_groups:
+            c.optim.groups = ml_collections.ConfigDict(dict(frozen_groups), type_safe=False)
+    return c
+
+
+def _train_stage(config, workdir, input_path=None, data_workdir=None):
+    """Train in `workdir`; the featurised cache lives under `data_workdir` (default `workdir`)."""
     system = _system(config)
-    train_iter = build_iterator(config, "train", input_path)
+    data_workdir = data_workdir or workdir
+    train_iter = build_iterator(config, "train", input_path, workdir=data_workdir)
 
     def eval_iter_fn():
-        return build_iterator(config, "eval", input_path)
+        return build_iterator(config, "eval", input_path, workdir=data_workdir)
 
-    _, summary = train(system, config, workdir, train_iter, eval_iter_fn)
+    state, summary = train(system, config, workdir, train_iter, eval_iter_fn)
+    return system, state, summary
+
+
+def _pretrain_steps(config) -> int:
+    pre = config.get("pretrain", None)
+    return int(pre.get("steps", 0)) if pre is not None else 0
+
+
+def run_train(config: ml_collections.ConfigDict, workdir: str, input_path: str | None = None) -> dict:
+    """Pretraining stage (if configured) then supervised training; returns the run summary."""
+    workdir = os.path.abspath(workdir)
+    pre_summary = None
+    init_from = None
+    if _pretrain_steps(config) > 0:
+        pre_dir = os.path.join(workdir, PRETRAIN_DIR)
+        # the featurised cache (<workdir>/data) is shared by both stages
+        _, _, pre_summary = _train_stage(pretrain_config(config, workdir, input_path), pre_dir, input_path, workdir)
+        init_from = config.train.init_from or pre_dir
+    cfg = stage_config(config, "supervised", init_from=init_from) if pre_summary is not None else config
+    system, state, summary = _train_stage(cfg, workdir, input_path)
+    if pre_summary is not None:
+        summary["pretrain"] = {k: pre_summary[k] for k in ("steps", "final_train", "final_eval", "wall_s")}
+    test = _heads_metrics(system, cfg, workdir, state.params, "test")
+    if test:
+        summary["test"] = test
+    _write_summary(workdir, summary)
+    _print_summary(summary)
+    return summary
+
+
+def run_pretrain(config: ml_collections.ConfigDict, workdir: str, input_path: str | None = None) -> dict:
+    """Only the pretraining stage (``config.pretrain``), written to `workdir`."""
+    workdir = os.path.abspath(workdir)
+    _, _, summary = _train_stage(pretrain_config(config, workdir, input_path), workdir, input_path)
+    _print_summary(summary)
     return summary
 
 
 def run_finetune(config: ml_collections.ConfigDict, workdir: str, input_path: str | None = None) -> dict:
-    """Like `run_train`, with parameters initialised from ``config.train.init_from`` when set."""
+    """Supervised training initialised from ``config.train.init_from``."""
     if not config.train.init_from:
         raise ValueError("--mode=finetune needs --config.train.init_from=<pretraining workdir or checkpoint>")
-    return run_train(config, workdir, input_path)
+    return _supervised(stage_config(config, "supervised"), workdir, input_path)
+
+
+def param_groups(system, config, workdir, input_path=None) -> list[str]:
+    """Sorted parameter-group labels of `system` (shapes only, from one batch of the train split)."""
+    it = build_iterator(config, "train", input_path, workdir=workdir)
+    params = jax.eval_shape(system.init, jax.random.PRNGKey(0), peek(it))
+    return sorted(set(jax.tree.leaves(system.param_labels(params))))
+
+
+def pretrain_config(config, data_workdir, input_path=None) -> ml_collections.ConfigDict:
+    """`stage_config` "pretrain", with the ``head`` group frozen (multiplier 0) when the system has
+    one: pretraining leaves the prediction heads exactly at their initial values, so the supervised
+    stage starts from pretrained encoders and fresh heads."""
+    c = stage_config(config, "pretrain")
+    if "head" in param_groups(_system(c), c, data_workdir, input_path) and "head" not in c.optim.groups:
+        c = stage_config(c, "pretrain", frozen_groups={**c.optim.groups.to_dict(), "head": 0.0})
+    return c
+
+
+def probe_groups(system, config, workdir, input_path=None) -> dict[str, float]:
+    """Optimiser multipliers freezing every parameter group except ``head``."""
+    labels = param_groups(system, config, workdir, input_path)
+    if "head" not in labels:
+        raise ValueError(f"system {system.name!r} has no 'head' parameter group to probe (groups: {labels}); "
+                         "configure prediction targets")
+    return {g: 0.0 for g in labels if g != "head"}
+
+
+def run_probe(config: ml_collections.ConfigDict, workdir: str, input_path: str | None = None) -> dict:
+    """Heads only on a frozen trunk loaded from ``config.train.init_from``."""
+    if not config.train.init_from:
+        raise ValueError("--mode=probe needs --config.train.init_from=<trained workdir or checkpoint>")
+    cfg = stage_config(config, "supervised")
+    groups = probe_groups(_system(cfg), cfg, os.path.abspath(workdir), input_path)
+    return _supervised(stage_config(cfg, "supervised", frozen_groups=groups), workdir, input_path)
+
+
+def _supervised(cfg, workdir, input_path):
+    workdir = os.path.abspath(workdir)
+    system, state, summary = _train_stage(cfg, workdir, input_path)
+    test = _heads_metrics(system, cfg, workdir, state.params, "test")
+    if test:
+        summary["test"] = test
+    _write_summary(workdir, summary)
+    _print_summary(summary)
+    return summary
+
+
+def run_featurize(config: ml_collections.ConfigDict, workdir: str, input_path: str | None = None) -> dict:
+    """Featurise ``config.data`` (or `input_path`) into the cache; returns the manifest counts."""
+    from mmjax.train.data import prepare_dataset
+
+    ds = prepare_dataset(config, os.path.abspath(workdir), input_path)
+    out = {"path": str(ds.root), "records": len(ds), **ds.manifest.counts,
+           "availability": ds.manifest.availability}
+    if jax.process_index() == 0:
+        print(json.dumps(out, indent=2, default=str), flush=True)
+    return out
+
+
+# ------------------------------------------------------------------------------ restore / apply
 
 
 def _restore_params(system, config, workdir, example_host_batch):
@@ -62,14 +217,135 @@ def _restore_params(system, config, workdir, example_host_batch):
     return eng, state.params, step
 
 
+def collect_outputs(method: Callable, params, params_shardings, mesh, iterator, *,
+                    with_targets: bool = False) -> dict[str, np.ndarray]:
+    """``method(params, batch)`` over a finite iterator; padding slots removed, rows in batch order.
+
+    Returns ``{output name: [n, ...]}`` plus ``ids`` (unicode [n], from ``iterator.last_ids()``
+    when it has them, else running numbers) and, with `with_targets`, ``target/<name>`` and
+    ``target_mask/<name>`` ([n]) of the batches.
+    """
+    apply = make_apply_fn(method, params_shardings, mesh)
+    chunks: dict[str, list] = {}
+    ids: list = []
+    seen = 0
+    for host_batch in iterator:
+        batch = mesh_lib.host_to_global(host_batch, mesh)
+        out = dict(apply(params, batch))
+        out["slot_valid"] = batch["slot_valid"].reshape(-1)
+        if with_targets:
+            for name, t in batch.get("targets", {}).items():
+                out[f"target/{name}"] = t.reshape(-1)
+                out[f"target_mask/{name}"] = batch["target_mask"][name].reshape(-1)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            out = multihost_utils.process_allgather(out, tiled=True)
+        out = {k: np.asarray(v) for k, v in jax.device_get(out).items()}
+        n = out["slot_valid"].shape[0]
+        if hasattr(iterator, "last_ids"):
+            ids.append(iterator.last_ids().reshape(-1))
+        else:
+            ids.append(np.array([str(seen + i) for i in range(n)]))
+        seen += n
+        for k, v in out.items():
+            chunks.setdefault(k, []).append(v)
+    if not chunks:
+        raise ValueError("the split yielded no batches")
+    valid = np.concatenate(chunks.pop("slot_valid")).astype(bool)
+    result = {k: np.concatenate(v)[valid] for k, v in chunks.items()}
+    result["ids"] = np.concatenate(ids)[valid].astype(str)
+    return result
+
+
+def target_stats(config, workdir: str) -> dict:
+    """Target kinds and normalisation of the training data; cached in ``<workdir>/targets.json``."""
+    from mmjax.train.data import target_statistics
+
+    path = os.path.join(workdir, "targets.json")
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    if config.data.source == "synthetic":
+        return {}
+    stats = target_statistics(config, workdir)
+    if jax.process_index() == 0:
+        os.makedirs(workdir, exist_ok=True)
+        with open(path, "w", encoding="utf-8") as fh:
+            json.dump(stats, fh, indent=2)
+    return stats
+
+
+def real_unit_outputs(outputs: dict[str, np.ndarray], stats: dict) -> dict[str, np.ndarray]:
+    """Predictions in target units: regression ``y * std + mean``; classification the argmax
+    class plus its label offset (e.g. space group 1..230). Keys: target names."""
+    out = {}
+    for name, st in stats.items():
+        if name not in outputs:
+            continue
+        v = np.asarray(outputs[name])
+        if st["kind"] == "regression":
+            out[name] = v.astype(np.float64) * st["std"] + st["mean"]
+        else:
+            out[name] = np.argmax(v, axis=-1) + int(st["offset"])
+    return out
+
+
+def prediction_metrics(outputs: dict[str, np.ndarray], stats: dict) -> dict[str, float]:
+    """``<target>/mae`` (target units) or ``<target>/accuracy`` over labelled rows, with ``<target>/n``."""
+    pred = real_unit_outputs(outputs, stats)
+    metrics = {}
+    for name, st in stats.items():
+        if name not in pred or f"target/{name}" not in outputs:
+            continue
+        mask = outputs[f"target_mask/{name}"].astype(bool)
+        if not mask.any():
+            continue
+        y = outputs[f"target/{name}"][mask]
+        if st["kind"] == "regression":
+            metrics[f"{name}/mae"] = float(np.mean(np.abs(pred[name][mask] - (y * st["std"] + st["mean"]))))
+        else:
+            metrics[f"{name}/accuracy"] = float(np.mean(pred[name][mask] == y + int(st["offset"])))
+        metrics[f"{name}/n"] = int(mask.sum())
+    return metrics
+
+
+def _heads_metrics(system, config, workdir, params, split) -> dict:
+    """Real-unit metrics of trained heads on `split` ({} when the system has no heads / no data)."""
+    stats = target_stats(config, workdir)
+    if not stats or config.data.source == "synthetic":
+        return {}
+    try:
+        it = build_iterator(config, split, workdir=workdir)
+    except ValueError:  # e.g. an empty test split of a tiny dataset
+        return {}
+    mesh = mesh_lib.make_mesh()
+    shardings = jax.tree.map(lambda x: x.sharding, params)
+    try:
+        outputs = collect_outputs(system.predict, params, shardings, mesh, it, with_targets=True)
+    except NotImplementedError:
+        return {}
+    return prediction_metrics(outputs, stats)
+
+
 def run_evaluate(config: ml_collections.ConfigDict, workdir: str, input_path: str | None = None) -> dict:
-    """Eval metrics of the newest checkpoint on the eval split; written to ``<workdir>/evaluate.json``."""
+    """Newest checkpoint on ``config.data.evaluate_split`` (or ``--input``) -> ``evaluate.json``."""
+    workdir = os.path.abspath(workdir)
     system = _system(config)
-    it = build_iterator(config, "eval", input_path)
+    split = "predict" if input_path else config.data.get("evaluate_split", "eval")
+    it = build_iterator(config, split, input_path, workdir=workdir)
     eng, params, step = _restore_params(system, config, workdir, peek(it))
     metrics = evaluate(make_eval_step(system, eng["shardings"].params, eng["mesh"]), params, it, eng["mesh"],
-                       jax.random.PRNGKey(config.seed + 1))
+                       jax.random.PRNGKey(config.seed + 1), prefix=f"{split}/")
     out = {"step": step, **metrics}
+    stats = target_stats(config, workdir)
+    if stats:
+        try:
+            outputs = collect_outputs(system.predict, params, eng["shardings"].params, eng["mesh"],
+                                      build_iterator(config, split, input_path, workdir=workdir), with_targets=True)
+            out.update({f"{split}/{k}": v for k, v in prediction_metrics(outputs, stats).items()})
+        except NotImplementedError:
+            pass
     if jax.process_index() == 0:
         with open(os.path.join(workdir, "evaluate.json"), "w", encoding="utf-8") as fh:
             json.dump(out, fh, indent=2)
@@ -77,56 +353,101 @@ def run_evaluate(config: ml_collections.ConfigDict, workdir: str, input_path: st
     return out
 
 
-def _apply_over(method: str, config, workdir, input_path, filename) -> dict[str, np.ndarray]:
+def _apply_mode(method: str, config, workdir, input_path) -> tuple[dict, dict]:
+    workdir = os.path.abspath(workdir)
     system = _system(config)
-    it = build_iterator(config, "predict", input_path)
+    it = build_iterator(config, "predict", input_path, workdir=workdir)
     eng, params, _ = _restore_params(system, config, workdir, peek(it))
-    apply = make_apply_fn(getattr(system, method), eng["shardings"].params, eng["mesh"])
-    chunks: dict[str, list] = {}
-    for host_batch in it:
-        batch = mesh_lib.host_to_global(host_batch, eng["mesh"])
-        out = apply(params, batch)
-        out["slot_valid"] = batch["slot_valid"].reshape(-1)
-        if jax.process_count() > 1:
-            from jax.experimental import multihost_utils
+    outputs = collect_outputs(getattr(system, method), params, eng["shardings"].params, eng["mesh"], it,
+                              with_targets=method == "predict")
+    return outputs, target_stats(config, workdir) if method == "predict" else {}
 
-            out = multihost_utils.process_allgather(out, tiled=True)
-        for k, v in jax.device_get(out).items():
-            chunks.setdefault(k, []).append(np.asarray(v))
-    if not chunks:
-        raise ValueError("the predict split yielded no batches")
-    valid = np.concatenate(chunks.pop("slot_valid"))
-    result = {k: np.concatenate(v)[valid] for k, v in chunks.items()}
+
+def run_predict(config, workdir, input_path=None) -> dict:
+    """`System.predict` -> ``<workdir>/predictions.csv`` (see module docstring); returns the columns."""
+    outputs, stats = _apply_mode("predict", config, workdir, input_path)
+    names = [k for k in outputs if "/" not in k and k != "ids"]
+    real = real_unit_outputs(outputs, stats)
+    columns = {"id": outputs["ids"]}
+    for name in names:
+        columns[name] = real.get(name, outputs[name])
+    for name in names:
+        if f"target/{name}" in outputs and name in stats:
+            st, mask = stats[name], outputs[f"target_mask/{name}"].astype(bool)
+            y = outputs[f"target/{name}"].astype(np.float64)
+            y = y * st["std"] + st["mean"] if st["kind"] == "regression" else y + st["offset"]
+            columns[f"{name}_true"] = np.where(mask, y, np.nan)
     if jax.process_index() == 0:
-        np.savez(os.path.join(workdir, filename), **result)
-        print(f"wrote {os.path.join(workdir, filename)}: " + ", ".join(f"{k} {v.shape}" for k, v in result.items()))
-    return result
+        path = os.path.join(os.path.abspath(workdir), "predictions.csv")
+        with open(path, "w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh)
+            w.writerow(list(columns))
+            for row in zip(*[_csv_column(v) for v in columns.values()]):
+                w.writerow(row)
+        # the raw head outputs (normalised units / logits), rows as in the CSV
+        np.savez(os.path.join(os.path.abspath(workdir), "predictions.npz"), **{k: outputs[k] for k in names})
+        print(f"wrote {path}: {len(outputs['ids'])} rows, columns {list(columns)}", flush=True)
+    return columns
 
 
-def run_predict(config, workdir, input_path=None):
-    """`System.predict` over the predict split -> ``<workdir>/predictions.npz`` (valid slots only)."""
-    return _apply_over("predict", config, workdir, input_path, "predictions.npz")
+def _csv_column(v: np.ndarray) -> list:
+    v = np.asarray(v)
+    if v.ndim > 1:  # a head without target statistics: keep its raw outputs
+        return [" ".join(f"{x:.6g}" for x in row) for row in v]
+    if v.dtype.kind == "f":
+        return ["" if not np.isfinite(x) else f"{x:.8g}" for x in v]
+    return [str(x) for x in v]
 
 
-def run_embed(config, workdir, input_path=None):
-    """`System.embed` over the predict split -> ``<workdir>/embeddings.npz`` (valid slots only)."""
-    return _apply_over("embed", config, workdir, input_path, "embeddings.npz")
+def run_embed(config, workdir, input_path=None) -> dict:
+    """`System.embed` -> ``<workdir>/embeddings.npz`` (``ids`` + one [n, d] array per modality)."""
+    outputs, _ = _apply_mode("embed", config, workdir, input_path)
+    arrays = {k: (v.astype(np.float32) if v.dtype.kind == "f" else v) for k, v in outputs.items()}
+    if jax.process_index() == 0:
+        path = os.path.join(os.path.abspath(workdir), "embeddings.npz")
+        np.savez(path, **arrays)
+        print(f"wrote {path}: " + ", ".join(f"{k} {v.shape}" for k, v in arrays.items()), flush=True)
+    return arrays
 
 
-def _owned_elsewhere(mode: str, where: str) -> Callable:
-    def run(config, workdir, input_path=None):
-        raise NotImplementedError(f"--mode={mode} is provided by {where}, which has not registered it "
-                                  f"(mmjax.train.modes.register_mode)")
+# ------------------------------------------------------------------------------ summaries
 
-    return run
+
+def _write_summary(workdir: str, summary: dict) -> None:
+    from mmjax.train.loop import _finite_or_none
+
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "summary.json"), "w", encoding="utf-8") as fh:
+            json.dump(_finite_or_none(summary), fh, indent=2)
+
+
+def _print_summary(summary: dict) -> None:
+    if jax.process_index() != 0:
+        return
+    lines = [f"run summary ({summary.get('workdir', '')}):"]
+    if "pretrain" in summary:
+        p = summary["pretrain"]
+        lines.append(f"  pretrain: {p['steps']} steps, {p['wall_s']:.1f} s, final " + _fmt(p["final_train"]))
+    lines.append(f"  train: {summary['steps']} steps, {summary['wall_s']:.1f} s, "
+                 f"{summary.get('samples_per_s') or 0:.0f} samples/s, final " + _fmt(summary["final_train"]))
+    if summary.get("final_eval"):
+        lines.append("  eval: " + _fmt(summary["final_eval"]))
+    if summary.get("test"):
+        lines.append("  test (target units): " + _fmt(summary["test"]))
+    print("\n".join(lines), flush=True)
+
+
+def _fmt(metrics: dict) -> str:
+    keep = {k: v for k, v in metrics.items() if not k.endswith("/n") and "present/" not in k}
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(keep.items()))
 
 
 MODES: dict[str, Callable] = {
-    "featurize": _owned_elsewhere("featurize", "the data package (mmjax.data)"),
-    "pretrain": run_train,
+    "featurize": run_featurize,
+    "pretrain": run_pretrain,
     "train": run_train,
     "finetune": run_finetune,
-    "probe": _owned_elsewhere("probe", "the evaluation package (mmjax.eval)"),
+    "probe": run_probe,
     "evaluate": run_evaluate,
     "predict": run_predict,
     "embed": run_embed,

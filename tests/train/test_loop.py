@@ -61,7 +61,7 @@ def test_predict_embed_evaluate_modes(finished, toy_config):
         start += valid.sum()
         mses.append(np.mean((p[m] - y[m]) ** 2))
     assert ev["eval/mse"] == pytest.approx(np.mean(mses), rel=1e-5)
-    with pytest.raises(NotImplementedError, match="mmjax.eval"):
+    with pytest.raises(ValueError, match="init_from"):  # probe needs the pretrained encoders named
         MODES["probe"](toy_config, str(workdir))
 
 

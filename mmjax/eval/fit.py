@@ -1,0 +1,280 @@
+"""Supervised fit with early stopping on a validation set, then test predictions (E1/E6 harnesses).
+
+``fit_predict(config, train, val, test, target=...)`` trains the system named by
+``config.system.name`` on the stored dataset view ``train`` (a `mmjax.data.store.Dataset` or a
+``subset`` of one), evaluates the validation MAE every ``eval_every`` optimiser steps, keeps the
+parameters of the best validation step (host copy), stops after ``patience`` evaluations without
+improvement, and predicts every record of ``test`` with the best parameters.
+
+Conventions:
+* Regression target ``target`` is stored as ``"target/<target>"``; it is normalised with the mean
+  and standard deviation of the **training** rows' finite labels (``(y - mean) / std``), and
+  predictions are mapped back to the stored units. Validation MAE and test predictions are in
+  the stored units.
+* Batches: ``batch_size`` global material slots split over the mesh devices (must be a multiple
+  of the device count); train batches reshuffle every epoch (seeded), val/test batches run once
+  in dataset order, so predictions come back aligned with ``dataset.ids``.
+* The engine pieces are the training loop's (`mmjax.train.loop.build_engine`,
+  `mmjax.train.step`): AdamW and the schedule of ``config.optim`` over ``steps`` updates,
+  sharded jit steps with donated state. No checkpoints are written (this is an in-memory fit).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import time
+from typing import Any, Callable, Sequence
+
+import jax
+import ml_collections
+import numpy as np
+
+from mmjax.data.material import RecordError
+from mmjax.data.pipeline import make_batches
+from mmjax.eval.finetune import fit_with_early_stopping
+from mmjax.train import mesh as mesh_lib
+
+PyTree = Any
+
+
+class FitDiverged(FloatingPointError):
+    """The loss or a gradient became NaN/Inf during `fit_predict`; names the step."""
+
+
+@dataclasses.dataclass
+class FitResult:
+    """Outcome of `fit_predict`.
+
+    ids: str [N_test], the test dataset's ids in its order; predictions: float64 [N_test] in the
+    target's stored units (aligned with ``ids``); best_step: optimiser step whose parameters
+    made the predictions; best_val_mae: validation MAE there (stored units); steps_run: updates
+    actually applied (< ``steps`` when stopped early); history: one dict per evaluation
+    (``step``, ``train/loss``, ``val/mae``); target_mean / target_std: the training-row
+    normalisation; counts: {"train", "val", "test"} rows with a finite label (test: all rows);
+    wall_s: seconds of the whole fit (compile included); params: the best parameters (host).
+    """
+
+    ids: np.ndarray
+    predictions: np.ndarray
+    best_step: int
+    best_val_mae: float
+    steps_run: int
+    history: list[dict]
+    target_mean: float
+    target_std: float
+    counts: dict
+    wall_s: float
+    params: PyTree = None
+
+    def as_dict(self) -> dict[str, float]:
+        """{id: prediction} in test order."""
+        return {str(i): float(p) for i, p in zip(self.ids, self.predictions)}
+
+    def summary(self) -> dict:
+        """JSON-able summary (no parameters, no per-row predictions)."""
+        return {"best_step": self.best_step, "best_val_mae": self.best_val_mae, "steps_run": self.steps_run,
+                "target_mean": self.target_mean, "target_std": self.target_std, "counts": dict(self.counts),
+                "wall_s": round(self.wall_s, 2)}
+
+
+def target_values(dataset, target: str) -> np.ndarray:
+    """float64 [len(dataset)]: ``"target/<target>"`` of every record (NaN where absent)."""
+    key = f"target/{target}"
+    if key not in dataset.manifest.schema:
+        have = sorted(k.split("/", 1)[1] for k in dataset.manifest.schema if k.startswith("target/"))
+        raise KeyError(f"dataset at {dataset.root} has no regression target {target!r}; targets: {have}")
+    present, values = dataset.column(key)
+    return np.where(present, values.astype(np.float64), np.nan)
+
+
+def normalisation(values: np.ndarray, what: str = "training rows") -> tuple[float, float]:
+    """(mean, std) of the finite entries (population std; 1 when it is 0)."""
+    v = np.asarray(values, np.float64)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        raise ValueError(f"no finite target values among the {what}")
+    std = float(v.std())
+    return float(v.mean()), (std if std > 0 else 1.0)
+
+
+class _Normalised:
+    """Wraps a BatchIterator: ``batch["targets"][target] = (y - mean) / std`` on labelled slots."""
+
+    def __init__(self, inner, target: str, mean: float, std: float):
+        self.inner, self.target, self.mean, self.std = inner, target, mean, std
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        batch = next(self.inner)
+        y, ok = batch["targets"][self.target], batch["target_mask"][self.target]
+        batch["targets"][self.target] = np.where(ok, (y - self.mean) / self.std, 0.0).astype(np.float32)
+        return batch
+
+
+def _config_for(config: ml_collections.ConfigDict, target: str, steps: int) -> ml_collections.ConfigDict:
+    """A copy of ``config`` with ``data.targets = (target,)`` and ``train.steps = steps``."""
+    c = copy.deepcopy(config)
+    c.data.targets = (target,)
+    c.train.steps = int(steps)
+    return c
+
+
+def predict_dataset(predict_fn: Callable, params: PyTree, dataset, *, target: str, batch_size: int,
+                    n_devices: int, modalities: Sequence[str], mesh, budgets=None) -> np.ndarray:
+    """float64 [len(dataset)] normalised predictions of ``target`` for every record, in dataset order.
+
+    ``predict_fn(params, global_batch) -> {target: [n_dev * B_dev]}`` (e.g. a jitted
+    ``system.predict``). Rows of the flattened output map to slots ``last_indices`` of the batch.
+    """
+    it = make_batches(dataset, batch_size, budgets, shuffle=False, num_epochs=1, devices=n_devices,
+                      modalities=modalities, targets=[target])
+    out = np.full(len(dataset), np.nan)
+    for batch in it:
+        pred = np.asarray(jax.device_get(predict_fn(params, mesh_lib.host_to_global(batch, mesh))[target]),
+                          np.float64).reshape(-1)
+        idx = it.last_indices.reshape(-1)
+        out[idx[idx >= 0]] = pred[idx >= 0]
+    bad = np.flatnonzero(~np.isfinite(out))
+    if bad.size:
+        raise RecordError(str(dataset.ids[bad[0]]), f"no finite prediction ({bad.size} such records)")
+    return out
+
+
+def fit_predict(
+    config: ml_collections.ConfigDict,
+    train,
+    val,
+    test,
+    *,
+    target: str,
+    steps: int,
+    batch_size: int,
+    eval_every: int = 100,
+    patience: int = 10,
+    seed: int | None = None,
+    mesh=None,
+    log: Callable[[str], None] | None = None,
+    keep_params: bool = False,
+) -> FitResult:
+    """Train ``config``'s system on ``train`` with early stopping on ``val``; predict ``test``.
+
+    Args:
+      config: a full config (``configs/<system>.py``): ``system`` (built with
+        `mmjax.systems.build_system`), ``optim`` (schedule horizon = ``steps``), ``seed``,
+        ``train.compute_dtype``, ``data.modalities`` (the Batch modalities). ``data.targets`` and
+        ``train.steps`` are overridden with ``(target,)`` and ``steps`` on a copy.
+      train, val, test: `mmjax.data.store.Dataset` views of one stored dataset (same manifest,
+        so graph budgets and shapes agree and nothing recompiles between them).
+      target: regression target name (``"target/<target>"`` in the store).
+      steps: maximum number of optimiser updates.
+      batch_size: global material slots per step (a multiple of the device count).
+      eval_every: updates between validation evaluations; patience: evaluations without a
+        new best validation MAE before stopping.
+      seed: overrides ``config.seed`` (init, dropout, shuffling) when given.
+      mesh: defaults to all devices (`mmjax.train.mesh.make_mesh`).
+      log: called with one line per evaluation (e.g. ``print``); None = silent.
+      keep_params: return the best parameters in ``FitResult.params``.
+    Returns:
+      `FitResult` with test predictions in stored units, aligned with ``test.ids``.
+    Raises:
+      ValueError for empty splits or a batch size the devices do not divide; FitDiverged when
+      the loss or a gradient turns non-finite.
+    """
+    from mmjax.systems import build_system
+    from mmjax.train.loop import build_engine
+    from mmjax.train.state import init_state
+    from mmjax.train.step import make_apply_fn, make_train_step
+
+    t0 = time.time()
+    if steps < 1 or eval_every < 1 or patience < 1:
+        raise ValueError(f"need steps, eval_every, patience >= 1; got {steps}, {eval_every}, {patience}")
+    for name, ds in (("train", train), ("val", val), ("test", test)):
+        if len(ds) == 0:
+            raise ValueError(f"fit_predict: the {name} dataset is empty")
+    y_train, y_val = target_values(train, target), target_values(val, target)
+    if not np.isfinite(y_val).any():
+        raise ValueError(f"no labelled validation rows for {target!r} (early stopping needs some)")
+    mean, std = normalisation(y_train)
+    cfg = _config_for(config, target, steps)
+    if seed is not None:
+        cfg.seed = int(seed)
+    mesh = mesh_lib.make_mesh() if mesh is None else mesh
+    n_dev = mesh.devices.size
+    if batch_size % n_dev:
+        raise ValueError(f"batch_size {batch_size} is not a multiple of the {n_dev} devices of the mesh")
+    modalities = tuple(cfg.data.modalities)
+    if not modalities:
+        raise ValueError("config.data.modalities must name the modalities the system reads")
+
+    system = build_system(cfg)
+    train_it = _Normalised(make_batches(train, batch_size, shuffle=True, num_epochs=None, seed=int(cfg.seed),
+                                        devices=n_dev, modalities=modalities, targets=[target]),
+                           target, mean, std)
+    budgets = train_it.inner.assembler.budget
+    example = next(train_it)
+    eng = build_engine(system, cfg, example, mesh)
+    state = init_state(system, eng["tx"], eng["rng"], eng["example"], eng["shardings"])
+    train_step = make_train_step(system, eng["tx"], eng["schedule"], eng["shardings"], mesh)
+    predict_fn = make_apply_fn(system.predict, eng["shardings"].params, mesh)
+    pending = [example]
+
+    def run_chunk(state, chunk):
+        n = min(eval_every, steps - chunk * eval_every)
+        losses = []
+        for _ in range(n):
+            batch = pending.pop() if pending else next(train_it)
+            state, metrics = train_step(state, mesh_lib.host_to_global(batch, mesh))
+            losses.append(metrics["loss"])
+        bad = int(jax.device_get(state.bad_step))
+        if bad >= 0:
+            raise FitDiverged(f"loss or gradient became NaN/Inf at step {bad} (target {target!r})")
+        return state, {"loss": float(np.mean(jax.device_get(losses)))}
+
+    def evaluate(state):
+        pred = predict_dataset(predict_fn, state.params, val, target=target, batch_size=batch_size,
+                               n_devices=n_dev, modalities=modalities, mesh=mesh, budgets=budgets)
+        ok = np.isfinite(y_val)
+        return {"mae": float(np.mean(np.abs(pred[ok] * std + mean - y_val[ok])))}
+
+    def on_epoch(row):
+        if log is not None:
+            log(f"  step {(row['epoch'] + 1) * eval_every if (row['epoch'] + 1) * eval_every < steps else steps:6d}"
+                f"  train loss {row['train/loss']:.4f}  val MAE {row['val/mae']:.5g}")
+
+    # the best state is kept on the host by fit_with_early_stopping (donation-safe)
+    result = fit_with_early_stopping(state, run_chunk, evaluate, monitor="mae", mode="min", patience=patience,
+                                     max_epochs=math.ceil(steps / eval_every), on_epoch=on_epoch)
+    step_of = lambda epoch: min((epoch + 1) * eval_every, steps)  # noqa: E731
+    history = [{"step": step_of(r["epoch"]), "train/loss": r["train/loss"], "val/mae": r["val/mae"]}
+               for r in result.history]
+    best_params = jax.device_put(result.state.params, eng["shardings"].params)
+    pred = predict_dataset(predict_fn, best_params, test, target=target, batch_size=batch_size, n_devices=n_dev,
+                           modalities=modalities, mesh=mesh, budgets=budgets)
+    counts = {"train": int(np.isfinite(y_train).sum()), "val": int(np.isfinite(y_val).sum()), "test": len(test)}
+    return FitResult(
+        ids=np.asarray(test.ids), predictions=pred * std + mean, best_step=step_of(result.best_epoch),
+        best_val_mae=float(result.best_value), steps_run=history[-1]["step"], history=history,
+        target_mean=mean, target_std=std, counts=counts, wall_s=time.time() - t0,
+        params=jax.device_get(best_params) if keep_params else None)
+
+
+def hardware_description() -> dict:
+    """Where a benchmark ran: CPU model, logical cores, JAX backend, device kind and count."""
+    import os
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            names = [ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    devices = jax.devices()
+    return {"cpu": cpu, "cpu_cores": os.cpu_count(), "backend": jax.default_backend(),
+            "device_kind": devices[0].device_kind, "device_count": len(devices),
+            "jax": jax.__version__}

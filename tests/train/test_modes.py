@@ -1,0 +1,161 @@
+"""Modes end to end on the embedded default (tiny XxaCT-NN): featurise cache, train, probe,
+evaluate, predict / embed with ids, and a dataset lacking a modality the config needs."""
+
+import csv
+import json
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from mmjax.data.sources.prototypes import generate_one
+from mmjax.train import data as data_lib
+from mmjax.train.checkpoint import load_params
+from mmjax.train.modes import (MODES, pretrain_config, probe_groups, run_embed, run_evaluate, run_predict, run_probe,
+                               run_train)
+
+sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1] / "systems"))
+from xxact_helpers import load_config  # noqa: E402
+
+
+def tiny_config(n=40):
+    """configs/xxact.py:small on `n` prototype crystals with 1-layer, 8/16-d modules."""
+    c = load_config("xxact")
+    c.system.composition.update(dict(d_model=8, num_layers=1, num_heads=2, mlp_dim=16, element_dim=8, out_dim=16,
+                                     resolution=100))
+    c.system.xrd.update(dict(d_model=8, num_layers=1, num_heads=2, mlp_dim=16, out_dim=16))
+    c.system.fusion.update(dict(num_layers=1, d_model=16, num_heads=2, mlp_dim=16))
+    c.data.num_materials = n
+    c.data.num_workers = 0
+    c.data.batch_per_device = 2  # 8 simulated devices -> 16 slots
+    c.data.split = (0.6, 0.2, 0.2)
+    c.data.targets = ("ewald_energy_per_atom", "crystal_system")
+    c.pretrain.steps = 0
+    c.train.steps = 3
+    c.train.log_every = 1
+    c.train.eval_every = 0
+    c.train.progress = False
+    c.checkpoint.every = 0
+    c.optim.warmup_fraction = 0.0
+    c.optim.warmup_steps = 1
+    return c
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("xxact_run")
+    config = tiny_config()
+    summary = run_train(config, str(workdir))
+    return config, workdir, summary
+
+
+def test_train_writes_run_files_and_test_metrics(trained):
+    config, workdir, summary = trained
+    assert (workdir / "checkpoints" / "3").is_dir()
+    assert (workdir / "metrics.jsonl").read_text().count("train/loss") == 3
+    saved = json.loads((workdir / "summary.json").read_text())
+    assert saved["steps"] == 3 and saved["devices"] == 8
+    test = saved["test"]
+    assert 0.0 <= test["crystal_system/accuracy"] <= 1.0 and test["crystal_system/n"] == 8  # 20 % of 40
+    assert np.isfinite(test["ewald_energy_per_atom/mae"]) and test["ewald_energy_per_atom/mae"] > 0
+    stats = json.loads((workdir / "targets.json").read_text())
+    assert stats["crystal_system"] == {"kind": "class", "offset": 0}
+    assert stats["ewald_energy_per_atom"]["kind"] == "regression" and stats["ewald_energy_per_atom"]["std"] > 0
+
+
+def test_featurised_data_is_cached_and_reused(trained, monkeypatch):
+    config, workdir, _ = trained
+    folders = [p for p in (workdir / "data").iterdir() if p.is_dir()]
+    assert len(folders) == 1 and folders[0].name.startswith("prototypes-")
+    data_lib._DATASET_CACHE.clear()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("featurised again instead of re-using the cache")
+
+    monkeypatch.setattr("mmjax.data.featurize.featurize_dataset", refuse)
+    ds = data_lib.prepare_dataset(config, str(workdir))
+    assert str(ds.root) == str(folders[0]) and len(ds) == 40
+    # another num_materials is another dataset (its own folder)
+    other = tiny_config(n=41)
+    assert data_lib.dataset_dir(other, str(workdir)) != str(folders[0])
+
+
+def test_predict_and_embed_on_an_input_folder_keep_the_ids(trained, tmp_path):
+    config, workdir, _ = trained
+    inputs = tmp_path / "cifs"
+    inputs.mkdir()
+    names = ["zeta", "alpha", "mid"]
+    for i, name in enumerate(names):
+        generate_one(1000 + i).structure.to(filename=str(inputs / f"{name}.cif"))
+    cols = run_predict(config, str(workdir), input_path=str(inputs))
+    with open(workdir / "predictions.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert sorted(r["id"] for r in rows) == sorted(names)
+    assert set(rows[0]) >= {"id", "ewald_energy_per_atom", "crystal_system"}
+    for r in rows:
+        assert 0 <= int(r["crystal_system"]) <= 6 and np.isfinite(float(r["ewald_energy_per_atom"]))
+    assert list(cols["id"]) == [r["id"] for r in rows]
+
+    run_embed(config, str(workdir), input_path=str(inputs))
+    with np.load(workdir / "embeddings.npz", allow_pickle=False) as z:
+        assert sorted(z["ids"].tolist()) == sorted(names)
+        assert z["fused"].shape == (3, 16) and z["composition"].shape == (3, 16) and z["xrd"].shape == (3, 16)
+        assert np.isfinite(z["fused"]).all()
+
+
+def test_predict_without_input_uses_the_test_split_and_evaluate(trained):
+    config, workdir, _ = trained
+    cols = run_predict(config, str(workdir))
+    ds = data_lib.prepare_dataset(config, str(workdir))
+    test_ids = ds.ids[data_lib.split_indices(config, len(ds))["test"]]
+    assert sorted(cols["id"]) == sorted(test_ids.tolist())
+    # labels are in the output, in target units (crystal system index 0..6)
+    truth = np.asarray(cols["crystal_system_true"])
+    assert truth.shape == (8,) and set(truth.astype(int)) <= set(range(7))
+    out = run_evaluate(config, str(workdir))
+    assert out["step"] == 3 and 0.0 <= out["test/crystal_system/accuracy"] <= 1.0
+    acc = np.mean(np.asarray(cols["crystal_system"]).astype(int) == truth.astype(int))
+    assert out["test/crystal_system/accuracy"] == pytest.approx(acc)
+
+
+def test_probe_trains_only_the_heads(trained, tmp_path):
+    config, workdir, _ = trained
+    probe = tiny_config()
+    probe.train.init_from = str(workdir)
+    probe.data.data_dir = str(workdir / "data")
+    probe.train.steps = 2
+    groups = probe_groups(__import__("mmjax.systems", fromlist=["x"]).build_system(probe), probe,
+                          str(tmp_path / "probe"))
+    assert groups == {g: 0.0 for g in ("encoder_composition", "encoder_xrd", "fusion", "mxm_head", "temperature")}
+    run_probe(probe, str(tmp_path / "probe"))
+    before, after = load_params(workdir), load_params(tmp_path / "probe")
+    for group in before:
+        same = all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before[group]), jax.tree.leaves(after[group])))
+        assert same == (group != "heads"), group
+
+
+def test_pretraining_stage_freezes_the_heads_and_switches_the_objective(trained):
+    config, workdir, _ = trained
+    config = tiny_config()
+    config.pretrain.steps = 7
+    pre = pretrain_config(config, str(workdir))
+    assert pre.optim.groups.to_dict() == {"head": 0.0}
+    assert pre.train.steps == 7 and dict(pre.objective.terms) == {"supervised": 0.0, "mxm": 1.0, "clip": 1.0}
+    assert dict(config.objective.terms) == {"supervised": 1.0, "mxm": 0.0, "clip": 0.0}  # the original is untouched
+
+
+def test_probe_and_finetune_need_init_from(tmp_path):
+    for mode in ("probe", "finetune"):
+        with pytest.raises(ValueError, match="init_from"):
+            MODES[mode](tiny_config(), str(tmp_path))
+
+
+def test_dataset_without_a_needed_modality_is_named(tmp_path):
+    path = tmp_path / "comps.csv"
+    path.write_text("material_id,formula,y\nm1,NaCl,1.0\nm2,MgO,2.0\nm3,Fe2O3,0.5\n")
+    config = tiny_config()
+    config.data.source = str(path)
+    config.data.targets = ("y",)
+    with pytest.raises(ValueError, match="needs modality 'xrd'"):
+        data_lib.build_iterator(config, "train", workdir=str(tmp_path))
