@@ -3,6 +3,8 @@
     python benchmarks/throughput.py                 # every registered row, full size
     python benchmarks/throughput.py --quick         # tiny repeats (smoke run, CPU-friendly)
     python benchmarks/throughput.py --rows=toy --out=results.json
+    python benchmarks/throughput.py --quick --prefetch=0   # input pipeline without prefetching
+    python benchmarks/throughput.py --quick --rows=cgcnn --delay_ms=10   # I/O-bound input (sleep per batch)
 
 Method: the jitted train step (`mmjax.train.step.make_train_step`, the one the loop runs) is
 called `n_warmup` times (compilation and first-touch excluded), then `n_repeat` timed passes of
@@ -11,7 +13,14 @@ called `n_warmup` times (compilation and first-touch excluded), then `n_repeat` 
 `cost_analysis()` of the compiled step; TFLOP/s = FLOPs / median step time, MFU = TFLOP/s per
 device / peak. Input pipeline: the same timing with batches drawn from the data iterator and
 assembled each step (`host_to_global`) vs one cached device batch; ratio > 1 means the input
-pipeline slows training.
+pipeline slows training. The pipeline timing feeds batches as the training loop does: through
+`mmjax.train.prefetch.Prefetcher` (``--prefetch`` batches read and transferred ahead by a thread,
+default ``config.data.prefetch`` or 2; ``--prefetch=0``: synchronous, the pre-prefetch loop).
+``host_batch_ms`` is the median time to read one batch and assemble it on the devices without
+overlap: when it exceeds the step time no amount of prefetching can hide the pipeline. On a CPU
+backend the "device" is the same cores the pipeline runs on, so overlap needs idle cores;
+``--delay_ms`` makes each batch wait that long without using the CPU, like I/O, which shows the
+overlap independently of core contention (included in host_batch_ms).
 
 Peak dense bf16 TFLOP/s per device used for MFU (vendor datasheets, dense, no sparsity):
 H100 SXM 989, H200 989 (same GH100 compute), A100 312, L4 121, TPU v4 275, TPU v5e 197,
@@ -82,11 +91,46 @@ def step_flops(jitted_step, state, batch) -> float | None:
     return float(flops) if flops and flops > 0 else None
 
 
-def benchmark_system(system, config, *, n_warmup: int = 2, n_repeat: int = 5, steps: int = 10) -> dict:
-    """Throughput row for a system + config with its configured data source."""
+class _Delayed:
+    """`iterator` with a sleep of `delay_s` seconds before each batch (simulated I/O wait)."""
+
+    def __init__(self, iterator, delay_s: float):
+        self.it, self.delay_s = iterator, delay_s
+
+    def __next__(self):
+        time.sleep(self.delay_s)
+        return next(self.it)
+
+    def get_state(self):
+        return self.it.get_state()
+
+    def set_state(self, state):
+        self.it.set_state(state)
+
+
+def host_batch_time(it, mesh, n: int) -> float:
+    """Median seconds to read one batch from `it` and assemble it on `mesh` (transfer awaited)."""
+    from mmjax.train import mesh as mesh_lib
+
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        jax.block_until_ready(mesh_lib.host_to_global(next(it), mesh))
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def benchmark_system(system, config, *, n_warmup: int = 2, n_repeat: int = 5, steps: int = 10,
+                     prefetch: int | None = None, delay_s: float = 0.0) -> dict:
+    """Throughput row for a system + config with its configured data source.
+
+    `prefetch`: batches fed ahead in the pipeline timing (None: ``config.data.prefetch``, else 2).
+    `delay_s`: extra sleep per batch in the pipeline timing (simulated I/O).
+    """
     from mmjax.train import mesh as mesh_lib
     from mmjax.train.data import build_iterator
     from mmjax.train.loop import build_engine
+    from mmjax.train.prefetch import prefetch_to_mesh
     from mmjax.train.state import init_state
     from mmjax.train.step import make_train_step
 
@@ -101,16 +145,21 @@ def benchmark_system(system, config, *, n_warmup: int = 2, n_repeat: int = 5, st
     cached = mesh_lib.host_to_global(host_batches[0], mesh)
     res = measure(step, state, [cached] * steps, n_warmup, n_repeat)
     state = res.pop("state")
-    # Input pipeline: fresh batches from the iterator, assembled every step.
-    t_pipe, state = _median_pass_time(step, state, lambda i: mesh_lib.host_to_global(next(it), mesh), steps,
-                                      n_warmup=1, n_repeat=n_repeat)
+    if delay_s:
+        it = _Delayed(it, delay_s)
+    t_host = host_batch_time(it, mesh, steps)
+    # Input pipeline: fresh batches from the iterator, fed as the training loop feeds them.
+    prefetch = int(config.data.get("prefetch", 2)) if prefetch is None else int(prefetch)
+    with prefetch_to_mesh(it, mesh, prefetch) as feed:
+        t_pipe, state = _median_pass_time(step, state, lambda i: next(feed), steps, n_warmup=1, n_repeat=n_repeat)
     n_dev = jax.device_count()
     kind = jax.devices()[0].device_kind
     row = {
         "system": system.name, "device_kind": kind, "devices": n_dev, "samples_per_step": res["samples_per_step"],
         "samples_per_s": res["samples_per_s"], "samples_per_s_per_device": res["samples_per_s"] / n_dev,
         "step_time_ms": 1e3 * res["step_time_s"], "pipeline_step_time_ms": 1e3 * t_pipe,
-        "pipeline_over_cached": t_pipe / res["step_time_s"], "gflop_per_step": flops / 1e9 if flops else None,
+        "pipeline_over_cached": t_pipe / res["step_time_s"], "prefetch": prefetch,
+        "host_batch_ms": 1e3 * t_host, "delay_ms": 1e3 * delay_s, "gflop_per_step": flops / 1e9 if flops else None,
     }
     if flops:
         tflops_dev = flops / res["step_time_s"] / 1e12 / n_dev  # cost_analysis counts the whole SPMD program
@@ -176,12 +225,17 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--quick", action="store_true", help="tiny shapes and repeats")
     p.add_argument("--rows", default=",".join(ROWS), help="comma-separated row names")
     p.add_argument("--out", default=None, help="write the rows as JSON here")
+    p.add_argument("--delay_ms", type=float, default=0.0,
+                   help="sleep this long per batch in synthetic sources (simulated I/O; toy row)")
+    p.add_argument("--prefetch", type=int, default=None,
+                   help="batches prefetched in the pipeline timing (default: config.data.prefetch or 2; 0 = off)")
     args = p.parse_args(argv)
     n_warmup, n_repeat, steps = (1, 3, 5) if args.quick else (3, 7, 20)
     rows = []
     for name in args.rows.split(","):
         system, config = ROWS[name](args.quick)
-        row = {"row": name, **benchmark_system(system, config, n_warmup=n_warmup, n_repeat=n_repeat, steps=steps)}
+        row = {"row": name, **benchmark_system(system, config, n_warmup=n_warmup, n_repeat=n_repeat, steps=steps,
+                                                      prefetch=args.prefetch, delay_s=args.delay_ms / 1e3)}
         rows.append(row)
         print(json.dumps(row), flush=True)
     if args.out:

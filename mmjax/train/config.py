@@ -20,7 +20,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.resume_mismatch = False
     c.system = ml_collections.ConfigDict(dict(name="toy"))
     c.data = ml_collections.ConfigDict(dict(source="synthetic", batch_per_device=4, length=16, eval_batches=2,
-                                            delay_s=0.0, nan_at_batch=-1))
+                                            delay_s=0.0, nan_at_batch=-1,
+                                            prefetch=2))  # device batches prepared ahead by a thread (0 = off)
     c.train = ml_collections.ConfigDict(dict(
         steps=100,               # optimiser updates in the whole run
         log_every=10,            # fetch metrics / write logs every N steps (and at the end)
@@ -42,4 +43,4 @@ def base_config() -> ml_collections.ConfigDict:
 
 
 # Config keys that may differ between a checkpoint and the resuming run without changing results.
-RESUME_IGNORED_KEYS = ("resume_mismatch", "train.progress", "train.log_every", "data.delay_s")
+RESUME_IGNORED_KEYS = ("resume_mismatch", "train.progress", "train.log_every", "data.delay_s", "data.prefetch")

@@ -27,6 +27,7 @@ from mmjax.train.config import RESUME_IGNORED_KEYS
 from mmjax.train.data import peek
 from mmjax.train.metrics import MetricWriter, Progress, Throughput
 from mmjax.train.optim import build_optimizer
+from mmjax.train.prefetch import prefetch_to_mesh
 from mmjax.train.state import TrainState, abstract_state, init_state
 from mmjax.train.step import make_eval_step, make_train_step
 
@@ -129,7 +130,10 @@ def train(system, config: ml_collections.ConfigDict, workdir: str, train_iter,
       system: a `mmjax.systems.base.System`.
       config: full config (`mmjax.train.config.base_config` keys).
       workdir: output folder (created).
-      train_iter: infinite iterator of host-local Batches with get_state/set_state.
+      train_iter: infinite iterator of host-local Batches with get_state/set_state. Batches are read
+        and put on the devices ``config.data.prefetch`` (default 2; 0 = synchronously) steps ahead
+        by a background thread (`mmjax.train.prefetch`); checkpoints hold the iterator state after
+        the last batch trained on, so train_iter's own position may be ahead of it.
       eval_iter_fn: returns a fresh finite iterator of eval Batches, or None (no eval).
       mesh: defaults to all devices.
     Returns:
@@ -192,12 +196,16 @@ def train(system, config: ml_collections.ConfigDict, workdir: str, train_iter,
     last_eval: dict[str, float] = {}
     since_rate = 0
 
+    # Batches are read and put on the devices `data.prefetch` steps ahead by a thread; the state
+    # saved in checkpoints is that of the last batch trained on (feed.get_state()).
+    feed = prefetch_to_mesh(train_iter, mesh, int(config.data.get("prefetch", 2)), limit=total - step)
+
     def meta_now(s: int) -> dict:
-        return {"config": cfg_json, "data_state": train_iter.get_state(), "step": s, "best": best}
+        return {"config": cfg_json, "data_state": feed.get_state(), "step": s, "best": best}
 
     try:
         while step < total:
-            state, metrics = train_step(state, mesh_lib.host_to_global(next(train_iter), mesh))
+            state, metrics = train_step(state, next(feed))
             step += 1
             if step == start_step + 1:
                 jax.block_until_ready(metrics)
@@ -244,6 +252,8 @@ def train(system, config: ml_collections.ConfigDict, workdir: str, train_iter,
         writer.write(step, {}, event="diverged", message=str(err))
         writer.close()
         raise
+    finally:
+        feed.close()
     progress.close()
     ckpt.close()
 
