@@ -26,8 +26,13 @@ from mmjax.data.features import (
     xrd_pattern,
     xrd_peaks,
 )
+# Text (D5): robocrys is imported lazily inside describe_structure, so this import stays cheap.
+from mmjax.data.features.text import describe_structure, describe_structures, normalize_text
 
 __all__ = [
+    "describe_structure",
+    "describe_structures",
+    "normalize_text",
     "EmptyPatternWarning",
     "charge_density_features",
     "composition_features",
