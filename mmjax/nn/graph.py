@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import jraph
 import numpy as np
 
-from mmjax.nn.activations import sigmoid, softplus
+from mmjax.nn.activations import sigmoid, sigmoid_softplus_gate, softplus
 from mmjax.nn.basis import gaussian_expansion, rbf_expansion
 
 Dtype = Any
@@ -171,8 +171,7 @@ class CGCNNConv(nn.Module):
         g = ((v @ kernel[:a])[senders] + (v @ kernel[a:2 * a])[receivers]
              + u.astype(self.dtype) @ kernel[2 * a:] + bias.astype(self.dtype))
         g = _norm(self.norm, "norm_edge", self.dtype, self.param_dtype)(g)
-        filt, core = jnp.split(g, 2, axis=-1)
-        msg = jnp.where(edge_mask[:, None], sigmoid(filt) * softplus(core), 0.0)
+        msg = jnp.where(edge_mask[:, None], sigmoid_softplus_gate(g), 0.0)
         s = jax.ops.segment_sum(msg, senders, num_segments=v.shape[0])
         s = _norm(self.norm, "norm_node", self.dtype, self.param_dtype)(s)
         return softplus(v + s)
@@ -197,8 +196,7 @@ class CGConv(nn.Module):
                             self.param_dtype).astype(self.dtype)
         bias = self.param("bias", nn.initializers.zeros, (2 * c,), self.param_dtype).astype(self.dtype)
         g = (x @ kernel[:c])[senders] + (x @ kernel[c:2 * c])[receivers] + e.astype(self.dtype) @ kernel[2 * c:] + bias
-        filt, core = jnp.split(g, 2, axis=-1)
-        msg = jnp.where(edge_mask[:, None], sigmoid(filt) * softplus(core), 0.0)
+        msg = jnp.where(edge_mask[:, None], sigmoid_softplus_gate(g), 0.0)
         return x + jax.ops.segment_sum(msg, senders, num_segments=x.shape[0])
 
 
