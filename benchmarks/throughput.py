@@ -217,6 +217,11 @@ ROWS: dict[str, Callable[[bool], tuple]] = {
     "cgcnn": _config_row("cgcnn", 256),
     "crabnet": _config_row("crabnet", 512),
     "xrd_transformer": _config_row("xrd_transformer", 512),
+    # Multimodal pretraining systems; on the embedded default their :small configs use the crystal,
+    # XRD and (template text -> hashing stand-in) text modalities that the data provide.
+    "xmopa": _config_row("xmopa", 64),
+    "multimat": _config_row("multimat", 128),
+    "matbind": _config_row("matbind", 256),
 }
 
 

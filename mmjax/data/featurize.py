@@ -146,7 +146,7 @@ def featurizer(name: str) -> Callable:
     raise ImportError(f"featuriser {name!r} not found in mmjax.data.features")
 
 
-def _run(record_id: str, what: str, fn: Callable, *args, **kwargs):
+def _run(record_id: str, what: str, fn: Callable, /, *args, **kwargs):
     """Call one featuriser; any failure becomes a RecordError naming the record and the step."""
     try:
         return fn(*args, **kwargs)

@@ -168,3 +168,16 @@ def test_shard_ranges_partition():
         assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
     with pytest.raises(ValueError):
         shard_range(10, 3, 3)
+
+
+def test_text_is_described_for_materials_without_their_own_text():
+    """A material with no text gets a description (template here, robocrys off) stored with it."""
+    from mmjax.data.features.text import template_description
+
+    spec = FeatureSpec(graph=None, xrd=False, composition=False, symmetry=False, text=True, text_robocrys=False)
+    m = Material("nacl", structure=rocksalt(5.64))
+    rec = featurize_material(m, spec)
+    assert rec["text/source"] == "template"
+    assert rec["text/raw"] == template_description(m.structure)
+    own = featurize_material(Material("own", structure=rocksalt(5.64), text="given", text_source="source"), spec)
+    assert (own["text/raw"], own["text/source"]) == ("given", "source")
