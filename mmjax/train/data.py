@@ -280,6 +280,35 @@ def _read_materials(req: dict, config) -> tuple[list, Callable | None]:
     return list(result.materials), None
 
 
+def _finish_dataset(config, tmp: str, folder: str) -> None:
+    """Add the frozen text embeddings (when the spec has text) and move `tmp` into place atomically."""
+    if feature_spec(config).text:
+        from mmjax.data.text_embed import embed_dataset
+
+        model = _opt(_data(config), "text_model", "")
+        if not model:
+            raise ValueError("the text modality needs config.data.text_model (a BERT checkpoint folder or hub id)")
+        embed_dataset(tmp, model, pooling=_opt(_data(config), "text_pooling", "cls"))
+    try:
+        os.replace(tmp, folder)
+    except OSError:  # another process finished first: keep its copy
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _featurize_into(config, out_dir: str, input_path: str | None, progress: bool | None,
+                    shard_index: int = 0, num_shards: int = 1):
+    """Run `featurize_dataset` over the configured source (one shard of it) into `out_dir`."""
+    from mmjax.data.featurize import featurize_dataset
+
+    req = _source_request(config, input_path)
+    items, parse = _read_materials(req, config)
+    show = bool(config.train.progress) if progress is None else progress
+    return featurize_dataset(items, feature_spec(config), out_dir,
+                             num_workers=int(_opt(_data(config), "num_workers", 2)), parse=parse,
+                             shard_index=shard_index, num_shards=num_shards,
+                             sources=[json.dumps(req, default=str)], progress=show and jax.process_index() == 0)
+
+
 def prepare_dataset(config, workdir: str | None = None, input_path: str | None = None, *,
                     progress: bool | None = None):
     """Featurise the configured source (or `input_path`) once and open it (`mmjax.data.store.Dataset`).
@@ -289,41 +318,47 @@ def prepare_dataset(config, workdir: str | None = None, input_path: str | None =
     a killed featurisation never leaves a half dataset behind. With the ``text`` modality the
     frozen text embeddings (``config.data.text_model``, ``config.data.text_pooling``) are added.
     """
-    from mmjax.data.featurize import featurize_dataset
     from mmjax.data.store import Dataset
 
     folder = dataset_dir(config, workdir, input_path)
     if folder in _DATASET_CACHE:
         return _DATASET_CACHE[folder]
     if not os.path.exists(os.path.join(folder, "manifest.json")):
-        req = _source_request(config, input_path)
-        spec = feature_spec(config)
-        items, parse = _read_materials(req, config)
         os.makedirs(os.path.dirname(folder), exist_ok=True)
         tmp = f"{folder}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
-        show = bool(config.train.progress) if progress is None else progress
         t0 = time.time()
-        manifest = featurize_dataset(items, spec, tmp, num_workers=int(_opt(_data(config), "num_workers", 2)),
-                                     parse=parse, sources=[json.dumps(req, default=str)], progress=show and
-                                     jax.process_index() == 0)
-        if spec.text:
-            from mmjax.data.text_embed import embed_dataset
-
-            model = _opt(_data(config), "text_model", "")
-            if not model:
-                raise ValueError("the text modality needs config.data.text_model (a BERT checkpoint folder or hub id)")
-            embed_dataset(tmp, model, pooling=_opt(_data(config), "text_pooling", "cls"))
-        try:
-            os.replace(tmp, folder)
-        except OSError:  # another process finished first: keep its copy
-            shutil.rmtree(tmp, ignore_errors=True)
+        manifest = _featurize_into(config, tmp, input_path, progress)
+        _finish_dataset(config, tmp, folder)
         if jax.process_index() == 0:
             print(f"featurised {manifest.counts.get('written')} of {manifest.counts.get('input')} materials "
                   f"({manifest.counts.get('skipped')} skipped) into {folder} in {time.time() - t0:.1f} s", flush=True)
     ds = Dataset.open(folder)
     _DATASET_CACHE[folder] = ds
     return ds
+
+
+def featurize_shard(config, workdir: str | None, shard_index: int, num_shards: int,
+                    input_path: str | None = None, *, progress: bool | None = None) -> dict:
+    """Cluster job arrays: featurise shard ``shard_index`` of ``num_shards``, or merge them.
+
+    Each array task runs ``--mode=featurize --config.data.num_shards=K --config.data.shard_index=k``
+    (k = 0..K-1; shard k is the k-th contiguous range of the source) and writes into
+    ``<dataset_dir>.shards/``; a final ``--config.data.shard_index=-1`` joins the shard
+    manifests (`mmjax.data.store.merge_manifests`), adds text embeddings if configured, and moves
+    the result to `dataset_dir`, where every later run finds it. Returns the manifest counts.
+    """
+    from mmjax.data.store import merge_manifests
+
+    folder = dataset_dir(config, workdir, input_path)
+    shards = f"{folder}.shards"
+    if shard_index >= 0:
+        os.makedirs(shards, exist_ok=True)
+        manifest = _featurize_into(config, shards, input_path, progress, shard_index, num_shards)
+        return {"path": shards, **manifest.counts}
+    manifest = merge_manifests(shards)
+    _finish_dataset(config, shards, folder)
+    return {"path": folder, **manifest.counts}
 
 
 def stored_modalities(dataset) -> tuple[str, ...]:

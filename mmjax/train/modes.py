@@ -191,11 +191,16 @@ def _supervised(cfg, workdir, input_path):
 
 def run_featurize(config: ml_collections.ConfigDict, workdir: str, input_path: str | None = None) -> dict:
     """Featurise ``config.data`` (or `input_path`) into the cache; returns the manifest counts."""
-    from mmjax.train.data import prepare_dataset
+    from mmjax.train.data import featurize_shard, prepare_dataset
 
-    ds = prepare_dataset(config, os.path.abspath(workdir), input_path)
-    out = {"path": str(ds.root), "records": len(ds), **ds.manifest.counts,
-           "availability": ds.manifest.availability}
+    num_shards = int(config.data.get("num_shards", 1))
+    if num_shards > 1:  # one task of a cluster job array (or the final merge with shard_index=-1)
+        out = featurize_shard(config, os.path.abspath(workdir), int(config.data.get("shard_index", 0)), num_shards,
+                              input_path)
+    else:
+        ds = prepare_dataset(config, os.path.abspath(workdir), input_path)
+        out = {"path": str(ds.root), "records": len(ds), **ds.manifest.counts,
+               "availability": ds.manifest.availability}
     if jax.process_index() == 0:
         print(json.dumps(out, indent=2, default=str), flush=True)
     return out
