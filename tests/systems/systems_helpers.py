@@ -75,3 +75,37 @@ def set_present(batch: dict, modality: str, rows) -> dict:
     out["present"] = dict(out["present"])
     out["present"][modality] = flat.reshape(p.shape)
     return out
+
+
+def loss_grads_embed(system, train: bool = False):
+    """(params, batch) -> (loss, metrics, grads, embeddings) for a System; jit it at the call site."""
+
+    def run(p, b):
+        (loss, metrics), grads = jax.value_and_grad(lambda q: system.loss(q, b, jax.random.PRNGKey(1), train),
+                                                    has_aux=True)(p)
+        return loss, metrics, grads, system.embed(p, b)
+
+    return run
+
+
+def present_masks(batch: dict, modalities) -> dict:
+    """{modality: bool [n_dev * B]} = slot_valid & present[modality], flattened over devices."""
+    valid = batch["slot_valid"].reshape(-1)
+    return {m: valid & batch["present"][m].reshape(-1) for m in modalities}
+
+
+def adam_losses(run, params, batch, steps: int = 6, learning_rate: float = 3e-3) -> list[float]:
+    """Losses of `steps` Adam updates on one fixed batch (host-side pytrees; the engine's jitted
+    step is tested in tests/train). `run` is a jitted `loss_grads_embed` function."""
+    import optax
+
+    tx = optax.adam(learning_rate)
+    state = tx.init(params)
+    update, apply = jax.jit(tx.update), jax.jit(optax.apply_updates)
+    losses = []
+    for _ in range(steps):
+        loss, _, grads, _ = run(params, batch)
+        losses.append(float(loss))
+        updates, state = update(grads, state, params)
+        params = apply(params, updates)
+    return losses

@@ -3,9 +3,8 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
-from systems_helpers import first_batch, make_dataset, set_present
+from systems_helpers import adam_losses, first_batch, loss_grads_embed, make_dataset, present_masks, set_present
 
 from mmjax.objectives import (all_pairs_clip, anchored_clip, barlow_twins, barlow_twins_3d, info_nce,
                               tensor_clip)
@@ -35,18 +34,11 @@ def setup(tmp_path_factory):
     system = multimat.make_system(_config())  # anchored on crystal (the code's default)
     params = jax.jit(system.init)(jax.random.PRNGKey(0), batch)
 
-    @jax.jit
-    def run(p, b):
-        (loss, metrics), grads = jax.value_and_grad(lambda q: system.loss(q, b, jax.random.PRNGKey(1), False),
-                                                    has_aux=True)(p)
-        return loss, metrics, grads, system.embed(p, b)
-
-    return system, params, batch, run
+    return system, params, batch, jax.jit(loss_grads_embed(system))
 
 
 def _masks(batch):
-    valid = batch["slot_valid"].reshape(-1)
-    return {m: valid & batch["present"][m].reshape(-1) for m in MODS}
+    return present_masks(batch, MODS)
 
 
 def test_objectives_equal_public_functions(setup):
@@ -117,16 +109,7 @@ def test_missing_modalities(setup):
 
 def test_loss_decreases(setup):
     system, params, batch, run = setup
-    # Adam on the host-side pytrees (the engine's jitted step is tested in tests/train)
-    tx = optax.adam(3e-3)
-    state = tx.init(params)
-    update = jax.jit(tx.update)
-    losses = []
-    for _ in range(6):
-        loss, _, grads, _ = run(params, batch)
-        losses.append(float(loss))
-        updates, state = update(grads, state, params)
-        params = jax.jit(optax.apply_updates)(params, updates)
+    losses = adam_losses(run, params, batch)
     assert losses[-1] < losses[0] - 0.05, losses
 
 

@@ -3,10 +3,9 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-from systems_helpers import first_batch, make_dataset, set_present
+from systems_helpers import adam_losses, first_batch, loss_grads_embed, make_dataset, present_masks, set_present
 
 from mmjax.objectives import all_pairs_clip, cross_modal_prediction, vicreg
 from mmjax.systems import xmopa
@@ -24,15 +23,6 @@ def _config(**overrides):
     return c
 
 
-def _runner(system, train=False):
-    def run(p, b):
-        (loss, metrics), grads = jax.value_and_grad(lambda q: system.loss(q, b, jax.random.PRNGKey(1), train),
-                                                    has_aux=True)(p)
-        return loss, metrics, grads, system.embed(p, b)
-
-    return run
-
-
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     ds = make_dataset(tmp_path_factory.mktemp("xmopa"), N, MODS, missing={"text": (5,)}, seed=4)
@@ -40,12 +30,11 @@ def setup(tmp_path_factory):
     batch8 = first_batch(ds, N, 8, modalities=MODS)  # 8 devices x 1 slot
     batch1 = first_batch(ds, N, 1, modalities=MODS)  # 1 device x 8 slots
     params = jax.jit(system.init)(jax.random.PRNGKey(0), batch1)
-    return system, params, batch1, batch8, jax.jit(_runner(system))
+    return system, params, batch1, batch8, jax.jit(loss_grads_embed(system))
 
 
 def _masks(batch):
-    valid = batch["slot_valid"].reshape(-1)
-    return {m: valid & batch["present"][m].reshape(-1) for m in MODS}
+    return present_masks(batch, MODS)
 
 
 def test_loss_is_hand_assembled_objective(setup):
@@ -93,16 +82,7 @@ def test_train_mode_samples_one_target_per_row(setup):
 
 def test_loss_decreases(setup):
     system, params, batch, _, run = setup
-    # Adam on the host-side pytrees (the engine's jitted step is tested in tests/train)
-    tx = optax.adam(3e-3)
-    state = tx.init(params)
-    update = jax.jit(tx.update)
-    losses = []
-    for _ in range(6):
-        loss, _, grads, _ = run(params, batch)
-        losses.append(float(loss))
-        updates, state = update(grads, state, params)
-        params = jax.jit(optax.apply_updates)(params, updates)
+    losses = adam_losses(run, params, batch)
     assert losses[-1] < losses[0] * 0.95, losses
 
 
@@ -112,7 +92,7 @@ def test_one_vs_eight_devices(setup):
     mesh = Mesh(np.array(jax.devices()[:8]), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
     sharded = jax.device_put(batch8, NamedSharding(mesh, P("data")))
     replicated = jax.device_put(params, NamedSharding(mesh, P()))
-    loss8, m8, g8, z8 = jax.jit(_runner(system))(replicated, sharded)
+    loss8, m8, g8, z8 = jax.jit(loss_grads_embed(system))(replicated, sharded)
     loss1, m1, g1, z1 = run(params, batch1)
     for m in MODS:
         np.testing.assert_allclose(np.asarray(z8[m]), np.asarray(z1[m]), rtol=1e-5, atol=1e-6)
