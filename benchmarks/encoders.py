@@ -3,23 +3,51 @@
     python benchmarks/encoders.py            # quick mode (small sizes + cheap paper sizes + anchors)
     python benchmarks/encoders.py --full     # every encoder at paper size too (slow on CPU)
     python benchmarks/encoders.py --anchors  # only the CGCNN / CrabNet CPU anchors
+    python benchmarks/encoders.py --anchors --devices 2 --no-ynn   # data parallel over 2 CPU
+                                             # devices, XLA:CPU's YNNPACK fusions off
 
 Throughput = samples / median step time over ``--repeats`` timed steps, compile excluded
 (one warm-up call first). A "train" step is forward + backward + an optax update of a scalar
 regression loss on the embedding mean. Numbers are noisy on a shared machine.
+
+``--devices N`` splits the anchors' batch of 256 over N simulated XLA CPU devices (one
+``shard_map`` data-parallel step, gradients averaged with ``pmean``: the same global batch and
+update). ``--no-ynn`` turns off XLA:CPU's experimental YNNPACK fusions
+(``--xla_cpu_experimental_ynn_fusion_type=``), which materialise edge-sized broadcasts in the
+graph convolutions. Both are XLA flags, so they are applied before JAX is imported.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import time
 from functools import partial
+
+
+def _early_xla_flags(argv) -> None:
+    """Set XLA_FLAGS from --devices / --no-ynn before jax is imported."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "--no-ynn" in argv:
+        flags += " --xla_cpu_experimental_ynn_fusion_type="
+    for i, arg in enumerate(argv):
+        n = arg.split("=", 1)[1] if arg.startswith("--devices=") else (argv[i + 1] if arg == "--devices" and i + 1 < len(argv) else None)
+        if n is not None and int(n) > 1:
+            flags += f" --xla_force_host_platform_device_count={int(n)}"
+    os.environ["XLA_FLAGS"] = flags.strip()
+
+
+if __name__ == "__main__":
+    _early_xla_flags(sys.argv[1:])
 
 import jax
 import jax.numpy as jnp
 import jraph
 import numpy as np
 import optax
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from mmjax.nn import PAPER_CONFIGS, make_encoder
 
@@ -141,6 +169,44 @@ def train_and_infer_rate(model, inputs, batch: int, repeats: int, tx=None):
     return batch / t_train, batch / t_infer
 
 
+def data_parallel_train_rate(model, per_device_inputs, batch: int, repeats: int, tx=None) -> float:
+    """Train samples/s of one data-parallel step over ``len(per_device_inputs)`` devices.
+
+    ``per_device_inputs``: one input tuple per device (same shapes), each with ``batch / n``
+    samples; the loss is the mean over the global batch (``pmean`` of per-device means, equal
+    sizes) and the gradients are averaged, so the update equals the single-device step."""
+    n = len(per_device_inputs)
+    mesh = Mesh(np.array(jax.devices()[:n]), ("data",))
+    stacked = jax.tree.map(lambda *xs: np.stack(xs), *per_device_inputs)
+    stacked = jax.device_put(stacked, NamedSharding(mesh, P("data")))
+    params = jax.jit(model.init)(jax.random.key(0), *per_device_inputs[0])
+    tx = tx or optax.adamw(1e-4)
+    opt_state = tx.init(params)
+    local_batch = batch // n
+
+    def local_step(p, o, inputs):
+        inputs = jax.tree.map(lambda x: x[0], inputs)
+
+        def loss_fn(p):
+            emb = _embedding(model.apply(p, *inputs))
+            return jnp.mean((emb.reshape(local_batch, -1).mean(-1) - 1.0) ** 2)
+
+        loss, grads = jax.value_and_grad(loss_fn)(p)
+        grads, loss = jax.lax.pmean((grads, loss), "data")
+        updates, o = tx.update(grads, o, p)
+        return optax.apply_updates(p, updates), o, loss
+
+    step = jax.jit(jax.shard_map(local_step, mesh=mesh, in_specs=(P(), P(), P("data")),
+                                 out_specs=(P(), P(), P()), check_vma=False), donate_argnums=(0, 1))
+    state = {"p": params, "o": opt_state}
+
+    def run_step():
+        state["p"], state["o"], loss = step(state["p"], state["o"], stacked)
+        return loss
+
+    return batch / time_fn(run_step, repeats=repeats, label="train")
+
+
 def param_table():
     print("\n## Parameter counts of paper-size configs")
     print(f"{'config':36s} {'ours (M)':>10s} {'paper (M)':>10s}")
@@ -169,22 +235,35 @@ def throughput_table(full: bool, repeats: int, counts):
             print(f"{key:28s} {'small' if small else 'paper':6s} {batch:5d} {train:10.1f} {infer:10.1f}", flush=True)
 
 
-def anchors(repeats: int):
-    print("\n## CPU anchors (batch 256)")
-    graph = synthetic_graph(256)
+def anchors(repeats: int, devices: int = 1):
+    print(f"\n## CPU anchors (batch 256, {devices} XLA CPU device(s), XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r})")
     cgcnn = make_encoder("cgcnn")  # atom_fea 64, 3 conv, h 128
-    train, infer = train_and_infer_rate(cgcnn, (graph,), 256, repeats, tx=optax.sgd(0.01, momentum=0.9))
+    crab = make_encoder("crabnet")  # d_model 512, 3 layers, 4 heads
+    sgd = optax.sgd(0.01, momentum=0.9)
+    if devices > 1:
+        if 256 % devices:
+            raise SystemExit(f"--devices must divide the batch of 256, got {devices}")
+        graphs = [(synthetic_graph(256 // devices, seed=i),) for i in range(devices)]
+        train = data_parallel_train_rate(cgcnn, graphs, 256, repeats, tx=sgd)
+        infer = float("nan")  # inference rows: single device only
+        CPU_TIMES.pop("infer", None)
+    else:
+        train, infer = train_and_infer_rate(cgcnn, (synthetic_graph(256),), 256, repeats, tx=sgd)
     print(f"CGCNN  5-atom graphs, 12 nbrs : train {train:8.0f}/s  infer {infer:8.0f}/s "
           f"(PyTorch ref ~3,800 / ~12,400; target >= 7,500 train)  {_cpu_note()}", flush=True)
-    crab = make_encoder("crabnet")  # d_model 512, 3 layers, 4 heads
-    train, infer = train_and_infer_rate(crab, synthetic_inputs("crabnet", 256, small=False), 256, repeats)
+    comp = synthetic_inputs("crabnet", 256, small=False)
+    if devices > 1:
+        shards = [tuple(x[i::devices] for x in comp) for i in range(devices)]
+        train = data_parallel_train_rate(crab, shards, 256, repeats)
+    else:
+        train, infer = train_and_infer_rate(crab, comp, 256, repeats)
     print(f"CrabNet 5 elements            : train {train:8.0f}/s  infer {infer:8.0f}/s "
           f"(PyTorch ref ~400 / ~1,400; target >= 800 train)  {_cpu_note()}", flush=True)
 
 
 def _cpu_note() -> str:
     """Process CPU seconds per train/infer step of the last measurement (all threads)."""
-    return f"[cpu s/step: train {CPU_TIMES['train']:.3f}, infer {CPU_TIMES['infer']:.3f}]"
+    return f"[cpu s/step: train {CPU_TIMES['train']:.3f}, infer {CPU_TIMES.get('infer', float('nan')):.3f}]"
 
 
 def main():
@@ -192,12 +271,14 @@ def main():
     parser.add_argument("--full", action="store_true", help="all encoders at paper size")
     parser.add_argument("--anchors", action="store_true", help="only the CGCNN/CrabNet anchors")
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--devices", type=int, default=1, help="data-parallel XLA CPU devices for the anchors")
+    parser.add_argument("--no-ynn", action="store_true", help="turn off XLA:CPU YNNPACK fusions")
     args = parser.parse_args()
     print(f"jax {jax.__version__} on {jax.devices()[0].platform} x {jax.device_count()}")
     if not args.anchors:
         counts = param_table()
         throughput_table(args.full, args.repeats, counts)
-    anchors(args.repeats)
+    anchors(args.repeats, args.devices)
 
 
 if __name__ == "__main__":

@@ -34,8 +34,9 @@ import jax.numpy as jnp
 import jraph
 import numpy as np
 
-from mmjax.nn.activations import sigmoid, sigmoid_softplus_gate, softplus
+from mmjax.nn.activations import sigmoid, softplus
 from mmjax.nn.basis import gaussian_expansion, rbf_expansion
+from mmjax.nn.edge_block import gated_edge_sum, gather_rows
 
 Dtype = Any
 
@@ -54,7 +55,7 @@ def graph_masks(graph: jraph.GraphsTuple):
     n_nodes = z.shape[0]
     n_graph = graph.n_node.shape[0]
     node_mask = z > 0
-    edge_mask = node_mask[graph.senders] & node_mask[graph.receivers]
+    edge_mask = gather_rows(node_mask, graph.senders) & gather_rows(node_mask, graph.receivers)
     node_graph = jnp.repeat(jnp.arange(n_graph, dtype=jnp.int32), graph.n_node,
                             total_repeat_length=n_nodes)
     return node_mask, edge_mask, node_graph
@@ -99,6 +100,19 @@ class _LayerNorm(nn.Module):
         xc = xf - mu
         y = xc * jax.lax.rsqrt(jnp.mean(xc * xc, axis=-1, keepdims=True) + 1e-5)
         return (y * scale + bias).astype(self.dtype)
+
+
+class _NormParams(nn.Module):
+    """The ``scale``/``bias`` parameters of a LayerNorm applied elsewhere (same names as
+    `_LayerNorm`, so checkpoints and parameter paths do not change)."""
+
+    features: int
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self):
+        return (self.param("scale", nn.initializers.ones, (self.features,), self.param_dtype),
+                self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype))
 
 
 def _norm(kind: str, name: str, dtype, param_dtype):
@@ -168,11 +182,14 @@ class CGCNNConv(nn.Module):
         bias = self.param("bias", nn.initializers.zeros, (2 * a,), self.param_dtype)
         kernel = kernel.astype(self.dtype)
         v = v.astype(self.dtype)
-        g = ((v @ kernel[:a])[senders] + (v @ kernel[a:2 * a])[receivers]
-             + u.astype(self.dtype) @ kernel[2 * a:] + bias.astype(self.dtype))
-        g = _norm(self.norm, "norm_edge", self.dtype, self.param_dtype)(g)
-        msg = jnp.where(edge_mask[:, None], sigmoid_softplus_gate(g), 0.0)
-        s = jax.ops.segment_sum(msg, senders, num_segments=v.shape[0])
+        if self.norm not in ("layer", "none"):
+            raise ValueError(f"unknown norm {self.norm!r}; expected 'layer' or 'none'")
+        gamma, beta = _NormParams(2 * a, self.param_dtype, name="norm_edge")() if self.norm == "layer" \
+            else (jnp.ones((2 * a,), self.dtype), jnp.zeros((2 * a,), self.dtype))
+        # Edge block (gather, LayerNorm, gate, sum over neighbours) with a hand-written VJP.
+        s = gated_edge_sum(v @ kernel[:a], v @ kernel[a:2 * a],
+                           u.astype(self.dtype) @ kernel[2 * a:] + bias.astype(self.dtype),
+                           gamma, beta, senders, receivers, edge_mask, self.norm == "layer")
         s = _norm(self.norm, "norm_node", self.dtype, self.param_dtype)(s)
         return softplus(v + s)
 
@@ -195,9 +212,9 @@ class CGConv(nn.Module):
         kernel = self.param("kernel", nn.initializers.lecun_normal(), (2 * c + e.shape[-1], 2 * c),
                             self.param_dtype).astype(self.dtype)
         bias = self.param("bias", nn.initializers.zeros, (2 * c,), self.param_dtype).astype(self.dtype)
-        g = (x @ kernel[:c])[senders] + (x @ kernel[c:2 * c])[receivers] + e.astype(self.dtype) @ kernel[2 * c:] + bias
-        msg = jnp.where(edge_mask[:, None], sigmoid_softplus_gate(g), 0.0)
-        return x + jax.ops.segment_sum(msg, senders, num_segments=x.shape[0])
+        ones, zeros = jnp.ones((2 * c,), self.dtype), jnp.zeros((2 * c,), self.dtype)
+        return x + gated_edge_sum(x @ kernel[:c], x @ kernel[c:2 * c], e.astype(self.dtype) @ kernel[2 * c:] + bias,
+                                  ones, zeros, senders, receivers, edge_mask, False)
 
 
 class PotNetConv(nn.Module):
@@ -216,7 +233,7 @@ class PotNetConv(nn.Module):
     @nn.compact
     def __call__(self, x, e, senders, receivers, edge_mask):
         c = x.shape[-1]
-        z = jnp.concatenate([x[senders], x[receivers], e.astype(x.dtype)], axis=-1)
+        z = jnp.concatenate([gather_rows(x, senders), gather_rows(x, receivers), e.astype(x.dtype)], axis=-1)
 
         def mlp(name):
             h = nn.Dense(c, dtype=self.dtype, param_dtype=self.param_dtype, name=f"{name}_fc1")(z)

@@ -1,0 +1,137 @@
+"""The gated edge block of CGCNN / CGConv with a hand-written backward pass (XLA:CPU speed).
+
+For every edge ``e = (i -> j)`` (``i = senders[e]``, the centre; ``j = receivers[e]``)::
+
+    g_e   = P[i] + Q[j] + U[e]                          [E, 2A]   pre-activation
+    y_e   = LayerNorm(g_e) * gamma + beta  (or y = g)   [E, 2A]
+    m_e   = sigmoid(y_e[:A]) * softplus(y_e[A:]) * edge_mask[e]
+    out_i = sum over edges with senders == i of m_e    [N, A]
+
+``P = v W_i``, ``Q = v W_j`` (node projections) and ``U = u W_u + b`` (edge projection) are
+computed by the caller, so their gradients flow through ordinary matmuls.
+
+Why a custom VJP: autodiff of the same expression makes XLA:CPU materialise several
+edge-sized ([E, 2A]) intermediates and broadcasts in the backward pass (LayerNorm statistics,
+the two halves of the gate, pads of slices); the hand-written backward keeps only
+``xhat`` [E, 2A], ``rstd`` [E, 1] and the two gate factors [E, A] from the forward pass
+(only ``sigmoid(core)`` is evaluated again), which roughly halved the measured CPU time of a
+CGCNN convolution's forward+backward in isolation. Values and
+gradients equal autodiff of the plain expression (tests/nn/test_edge_block.py).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+
+from mmjax.nn.activations import sigmoid, softplus
+
+LN_EPS = 1e-5
+
+
+def gather_rows(x, index):
+    """``x[index]`` along axis 0 for indices known to be in range ([E] -> [E, ...]).
+
+    Graph indices always point at a real node or the padding node, so bounds handling is
+    not needed: ``mode="clip"`` lowers to a plain gather that XLA:CPU runs ~8x faster than
+    the default fill-out-of-bounds form (same values and gradients for in-range indices)."""
+    return jnp.take(x, index, axis=0, mode="clip")
+
+
+def _segment_sum(x, index, n):
+    return jax.ops.segment_sum(x, index, num_segments=n)
+
+
+def _pre_activation(P, Q, U, senders, receivers):
+    return gather_rows(P, senders) + gather_rows(Q, receivers) + U
+
+
+def _normalise(g):
+    """(xhat, rstd) of a row LayerNorm, statistics in float32."""
+    gf = g.astype(jnp.float32)
+    xc = gf - jnp.mean(gf, axis=-1, keepdims=True)
+    rstd = jax.lax.rsqrt(jnp.mean(xc * xc, axis=-1, keepdims=True) + LN_EPS)
+    return xc * rstd, rstd
+
+
+def _gate(y, a: int):
+    s = sigmoid(y[..., :a])
+    return s, y[..., a:]
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(8,))
+def gated_edge_sum(P, Q, U, gamma, beta, senders, receivers, edge_mask, layer_norm: bool = True):
+    """The block above. Shapes: P, Q [N, 2A]; U [E, 2A]; gamma, beta [2A] (ignored when
+    ``layer_norm`` is False); senders, receivers int32 [E]; edge_mask bool [E] -> [N, A].
+
+    Output dtype is P's dtype; LayerNorm statistics are float32."""
+    return _forward(P, Q, U, gamma, beta, senders, receivers, edge_mask, layer_norm)[0]
+
+
+def _forward(P, Q, U, gamma, beta, senders, receivers, edge_mask, layer_norm):
+    dtype = P.dtype
+    a = P.shape[-1] // 2
+    g = _pre_activation(P, Q, U, senders, receivers)
+    if layer_norm:
+        xhat, rstd = _normalise(g)
+        y = (xhat * gamma.astype(jnp.float32) + beta.astype(jnp.float32)).astype(dtype)
+        saved = (xhat.astype(dtype), rstd)
+    else:
+        y, saved = g, (g, None)
+    s, core = _gate(y, a)
+    sp = softplus(core)
+    msg = jnp.where(edge_mask[:, None], s * sp, 0.0).astype(dtype)
+    out = _segment_sum(msg, senders, P.shape[0])
+    # The gate halves are kept for the backward pass (no transcendental recomputed there
+    # except sigmoid(core)); xhat / y is kept for the LayerNorm backward and for `core`.
+    return out, (saved, s, sp, gamma, beta, senders, receivers, edge_mask)
+
+
+def _fwd(P, Q, U, gamma, beta, senders, receivers, edge_mask, layer_norm):
+    return _forward(P, Q, U, gamma, beta, senders, receivers, edge_mask, layer_norm)
+
+
+def _bwd(layer_norm, res, dout):
+    (saved, s, sp, gamma, beta, senders, receivers, edge_mask) = res
+    x, rstd = saved
+    dtype = dout.dtype
+    a = dout.shape[-1]
+    n = dout.shape[0]
+    if layer_norm:
+        gf, bf = gamma.astype(jnp.float32), beta.astype(jnp.float32)
+        core = (x[..., a:].astype(jnp.float32) * gf[a:] + bf[a:]).astype(dtype)
+    else:
+        core = x[..., a:]
+    dm = jnp.where(edge_mask[:, None], gather_rows(dout, senders), 0.0)
+    dy = jnp.concatenate([dm * sp * s * (1.0 - s), dm * s * sigmoid(core)], axis=-1)
+    if layer_norm:
+        dyf = dy.astype(jnp.float32)
+        xf = x.astype(jnp.float32)
+        dgamma = jnp.sum(dyf * xf, axis=0).astype(gamma.dtype)
+        dbeta = jnp.sum(dyf, axis=0).astype(beta.dtype)
+        dx = dyf * gf
+        dg = rstd * (dx - jnp.mean(dx, axis=-1, keepdims=True)
+                     - xf * jnp.mean(dx * xf, axis=-1, keepdims=True))
+        dg = dg.astype(dtype)
+    else:
+        dg = dy
+        dgamma, dbeta = jnp.zeros_like(gamma), jnp.zeros_like(beta)
+    dP = _segment_sum(dg, senders, n)
+    dQ = _segment_sum(dg, receivers, n)
+    return dP, dQ, dg, dgamma, dbeta, None, None, None
+
+
+gated_edge_sum.defvjp(_fwd, _bwd)
+
+
+def gated_edge_sum_reference(P, Q, U, gamma, beta, senders, receivers, edge_mask, layer_norm: bool = True):
+    """Plain autodiff version of `gated_edge_sum` (tests, and a readable definition)."""
+    a = P.shape[-1] // 2
+    g = _pre_activation(P, Q, U, senders, receivers)
+    if layer_norm:
+        xhat, _ = _normalise(g)
+        g = (xhat * gamma + beta).astype(P.dtype)
+    msg = jnp.where(edge_mask[:, None], sigmoid(g[..., :a]) * softplus(g[..., a:]), 0.0)
+    return _segment_sum(msg.astype(P.dtype), senders, P.shape[0])
