@@ -120,6 +120,24 @@ def _embedding(out):
 
 
 CPU_TIMES: dict[str, float] = {}  # last median process CPU seconds per call, by label
+FLOPS: dict[str, float] = {}  # XLA cost-analysis FLOPs of the last train step, by label
+
+
+def step_flops(jitted, *args) -> float:
+    """FLOPs of one call of a jitted function from XLA's cost analysis (nan if unavailable)."""
+    try:
+        cost = jitted.lower(*args).compile().cost_analysis()
+        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+        return float(cost.get("flops", float("nan")))
+    except Exception:  # noqa: BLE001 - cost analysis is best effort
+        return float("nan")
+
+
+def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
+    """Measured float32 GFLOP/s of one jitted n x n matmul (this machine's practical peak)."""
+    a = jnp.ones((n, n), jnp.float32)
+    f = jax.jit(lambda a: a @ a)
+    return 2 * n ** 3 / time_fn(f, a, repeats=repeats, label="matmul") / 1e9
 
 
 def time_fn(fn, *args, repeats: int, label: str = "") -> float:
@@ -165,6 +183,7 @@ def train_and_infer_rate(model, inputs, batch: int, repeats: int, tx=None):
         return loss
 
     t_train = time_fn(run_step, repeats=repeats, label="train")
+    FLOPS["train"] = step_flops(step, state["p"], state["o"])
     t_infer = time_fn(infer, state["p"], repeats=repeats, label="infer")
     return batch / t_train, batch / t_infer
 
@@ -252,6 +271,7 @@ def anchors(repeats: int, devices: int = 1):
     print(f"CGCNN  5-atom graphs, 12 nbrs : train {train:8.0f}/s  infer {infer:8.0f}/s "
           f"(PyTorch ref ~3,800 / ~12,400; target >= 7,500 train)  {_cpu_note()}", flush=True)
     comp = synthetic_inputs("crabnet", 256, small=False)
+    FLOPS.pop("train", None)
     if devices > 1:
         shards = [tuple(x[i::devices] for x in comp) for i in range(devices)]
         train = data_parallel_train_rate(crab, shards, 256, repeats)
@@ -259,6 +279,12 @@ def anchors(repeats: int, devices: int = 1):
         train, infer = train_and_infer_rate(crab, comp, 256, repeats)
     print(f"CrabNet 5 elements            : train {train:8.0f}/s  infer {infer:8.0f}/s "
           f"(PyTorch ref ~400 / ~1,400; target >= 800 train)  {_cpu_note()}", flush=True)
+    if devices == 1:  # roofline: is the step compute bound on this CPU?
+        flops = FLOPS.get("train", float("nan"))
+        peak = matmul_peak()
+        print(f"CrabNet train step: {flops / 1e9:.1f} GFLOP (XLA cost analysis) -> {flops * train / 256 / 1e9:.0f} GFLOP/s "
+              f"achieved; float32 2048^2 matmul on this machine: {peak:.0f} GFLOP/s; 800 samples/s would need "
+              f"{flops * 800 / 256 / 1e9:.0f} GFLOP/s", flush=True)
 
 
 def _cpu_note() -> str:
