@@ -67,6 +67,7 @@ def convergence_speedup(
     threshold: float | None = None,
     fractions: Sequence[float] = (0.05, 0.15, 0.25),
     out_dir: str | os.PathLike | None = None,
+    extra: Mapping | None = None,
 ) -> tuple[dict, str]:
     """Steps each run needs to reach ``threshold`` and its speed-up over ``baseline``.
 
@@ -74,7 +75,8 @@ def convergence_speedup(
     speed-up reads "how much sooner does a pretrained run match the from-scratch optimum"
     (speed-up = baseline steps / run steps). Also reports best-so-far values at ``fractions``
     of each run and the overall best. Writes ``convergence.json`` and ``convergence.png`` when
-    ``out_dir`` is given. Returns (results, text table).
+    ``out_dir`` is given; ``results["curves"]`` holds each run's (steps, values) and `extra`
+    (e.g. wall times) is stored under its own keys. Returns (results, text table).
     """
     curves = {name: read_metrics_jsonl(p, key) for name, p in runs.items()}
     for name, (s, _) in curves.items():
@@ -83,7 +85,8 @@ def convergence_speedup(
     bs, bv = curves[baseline]
     thr = float(np.min(bv) if mode == "min" else np.max(bv)) if threshold is None else float(threshold)
     base_steps = steps_to_threshold(bs, bv, thr, mode)
-    res: dict = {"key": key, "mode": mode, "threshold": thr, "baseline": baseline, "runs": {}}
+    res: dict = {"key": key, "mode": mode, "threshold": thr, "baseline": baseline, "runs": {},
+                 "curves": {name: {"steps": s, "values": v} for name, (s, v) in curves.items()}, **dict(extra or {})}
     for name, (s, v) in curves.items():
         n = steps_to_threshold(s, v, thr, mode)
         res["runs"][name] = {
