@@ -3,7 +3,8 @@
 (a) featurise structures_all.json.gz (CGCNN graph 8 Å x 12 + XRD 5-90° / 0.02° + composition +
     symmetry labels; POSCARs parsed inside the workers) into a store, wall time;
 (b) read the store back into padded Batches (crystal + xrd + composition, B slots): batches/s and
-    materials/s, median of repeats, the first batch (warm-up) excluded.
+    materials/s, median of repeats, the first batch (warm-up) excluded; column-wise reads (the
+    default) and the per-record assembly they replace.
 
     python benchmarks/pipeline.py                 # full: all 18,928 structures, 2 workers
     python benchmarks/pipeline.py --quick         # 1,000 structures, fewer repeats
@@ -53,7 +54,9 @@ def bench_featurize(items, out: pathlib.Path, workers: int) -> float:
     return wall
 
 
-def bench_batches(store_dir: pathlib.Path, batch_size: int, devices: int, max_batches: int, repeats: int):
+def bench_batches(store_dir: pathlib.Path, batch_size: int, devices: int, max_batches: int, repeats: int,
+                  vectorized: bool = True):
+    """Batches/s and materials/s of `make_batches`; ``vectorized=False``: the per-record assembly."""
     from mmjax.data.pipeline import make_batches
     from mmjax.data.store import Dataset
 
@@ -62,6 +65,7 @@ def bench_batches(store_dir: pathlib.Path, batch_size: int, devices: int, max_ba
     for r in range(repeats):
         it = make_batches(ds, batch_size, seed=r, num_epochs=None, devices=devices,
                           modalities=["crystal", "xrd", "composition"])
+        it.vectorized = vectorized
         next(it)  # warm-up (opens memory maps)
         n_mat = 0
         t0 = time.perf_counter()
@@ -73,7 +77,8 @@ def bench_batches(store_dir: pathlib.Path, batch_size: int, devices: int, max_ba
     bps = statistics.median(r[0] for r in rates)
     mps = statistics.median(r[1] for r in rates)
     budget = it.assembler.budget
-    print(f"(b) B={batch_size} devices={devices} budget/device={budget}: {bps:.1f} batches/s, "
+    print(f"(b) B={batch_size} devices={devices} budget/device={budget} "
+          f"{'column-wise' if vectorized else 'per-record'}: {bps:.1f} batches/s, "
           f"{mps:.0f} materials/s (median of {repeats} x {max_batches} batches)")
     return bps, mps
 
@@ -101,8 +106,9 @@ def main(argv=None):
             store_dir = args.out
         bench_featurize(items, store_dir, args.workers)
     n_batches, repeats = (50, 3) if args.quick else (200, 5)
-    bench_batches(store_dir, args.batch_size, 1, n_batches, repeats)
-    bench_batches(store_dir, args.batch_size, 2, n_batches, repeats)
+    for vectorized in (True, False):
+        bench_batches(store_dir, args.batch_size, 1, n_batches, repeats, vectorized)
+        bench_batches(store_dir, args.batch_size, 2, n_batches, repeats, vectorized)
     if tmp is not None and not args.keep:
         shutil.rmtree(tmp)
     elif tmp is not None:

@@ -292,3 +292,105 @@ def test_dos_text_density_and_potnet_edges(tmp_path):
     np.testing.assert_array_equal(g.edges["edge_kind"][0, :te], np.concatenate([r["crystal/edge_kind"] for r in recs]))
     np.testing.assert_array_equal(g.edges["potential"][0, :te], np.concatenate([r["crystal/potential"] for r in recs]))
     assert g.edges["edge_kind"].dtype == np.int8 and (g.edges["potential"][0, te:] == 0).all()
+
+
+# ---------------------------------------------------------------- vectorised reads (the fast path)
+
+
+def _reference_groups(nodes, edges, order, slots, n_dev, budget):
+    """Plain-Python packing: per device, take materials while a slot is free and the totals fit."""
+    groups, pos = [], 0
+    for _ in range(n_dev):
+        g, tn, te = [], 0, 0
+        while len(g) < slots and pos < len(order):
+            i = order[pos]
+            if tn + nodes[i] > budget.n_node - 1 or te + edges[i] > budget.n_edge:
+                break
+            g.append(i)
+            tn, te, pos = tn + nodes[i], te + edges[i], pos + 1
+        groups.append(g)
+    return groups, pos
+
+
+@pytest.mark.parametrize("subset", [False, True])
+def test_vectorised_batches_equal_per_record_assembly(dataset, subset):
+    """Column-wise assembly (one gather per chunk, 3 chunks here) == the per-record dict assembly,
+    leaf by leaf, for every batch of two epochs with carries (tight budget) and a dataset view."""
+    ds = dataset.subset(np.arange(N_RECORDS)[::-1][:17]) if subset else dataset
+    kw = dict(shuffle=True, seed=5, devices=2, num_epochs=2)
+    fast = make_batches(ds, 8, GraphBudget(24, 40), **kw)
+    slow = make_batches(ds, 8, GraphBudget(24, 40), **kw)
+    slow.vectorized = False
+    n = 0
+    for a, b in zip(fast, slow):
+        assert jax.tree.structure(a) == jax.tree.structure(b)
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+            assert x.dtype == y.dtype and x.shape == y.shape
+            np.testing.assert_array_equal(x, y)
+        np.testing.assert_array_equal(fast.last_indices, slow.last_indices)
+        n += 1
+    assert n >= 2 * len(ds) / 8 and fast.get_state() == slow.get_state()
+    with pytest.raises(StopIteration):
+        next(slow)
+
+
+def test_vectorised_packing_matches_a_plain_reference(dataset):
+    budget = GraphBudget(24, 40)
+    it = make_batches(dataset, 6, budget, shuffle=True, seed=11, devices=3, num_epochs=1)
+    nodes, edges = dataset.graph_sizes()
+    order = [it.order[p] for p in range(len(it.order))]
+    pos = 0
+    for _ in it:
+        groups, used = _reference_groups(nodes, edges, order[pos:], 2, 3, budget)
+        pos += used
+        expect = np.full((3, 2), -1)
+        for d, g in enumerate(groups):
+            expect[d, :len(g)] = g
+        np.testing.assert_array_equal(it.last_indices, expect)
+    assert pos == len(order) == it.position
+
+
+@pytest.mark.parametrize("order,shuffle", [("numpy", True), ("grain", True), ("numpy", False)])
+def test_index_stream_take_equals_positionwise_reads(order, shuffle):
+    from mmjax.data.pipeline import IndexStream
+
+    stream = IndexStream(7, seed=2, shuffle=shuffle, num_epochs=3, order=order)
+    ref = IndexStream(7, seed=2, shuffle=shuffle, num_epochs=3, order=order)
+    for start, stop in [(0, 5), (5, 16), (12, 30), (19, 21), (20, 20)]:  # across epoch boundaries, capped
+        got = stream.take(start, stop)
+        assert got.dtype == np.int64
+        np.testing.assert_array_equal(got, [ref[p] for p in range(start, min(stop, 21))])
+
+
+def test_vectorised_dos_text_density_and_potnet_edges(tmp_path):
+    """The fast path on the optional edge keys (one record without them), DOS, text and density."""
+    rng = np.random.default_rng(8)
+    writer = store.StoreWriter(tmp_path, records_per_file=3)
+    for i in range(7):
+        n, e = 2 + i % 3, 3 + i
+        rec = {"crystal/atomic_numbers": rng.integers(1, 90, n).astype(np.int32),
+               "crystal/senders": rng.integers(0, n, e).astype(np.int32),
+               "crystal/receivers": rng.integers(0, n, e).astype(np.int32),
+               "crystal/distances": rng.uniform(1, 4, e).astype(np.float32),
+               "charge_density": rng.uniform(size=(2, 2, 2)).astype(np.float32)}
+        if i != 4:
+            rec["crystal/edge_kind"] = (np.arange(e) % 2).astype(np.int8)
+            rec["crystal/potential"] = rng.normal(size=e).astype(np.float32)
+        if i % 3:
+            rec["dos/densities"] = rng.uniform(size=5).astype(np.float32)
+            rec["dos/mask"] = np.arange(5) < 3 + i % 2
+        writer.add(f"q{i}", rec)
+    store.finish_manifest(tmp_path, writer, skipped=[], num_input=7, grids={"dos/energies": [0, 1, 2, 3, 4]})
+    store.Dataset.open(tmp_path).add_column("text_embedding", rng.normal(size=(7, 3)).astype(np.float32),
+                                            present=np.arange(7) % 4 != 1)
+    ds = store.Dataset.open(tmp_path)
+    fast = make_batches(ds, 4, GraphBudget(16, 32), shuffle=True, seed=1, devices=2)
+    slow = make_batches(ds, 4, GraphBudget(16, 32), shuffle=True, seed=1, devices=2)
+    slow.vectorized = False
+    batches = list(zip(fast, slow))
+    assert len(batches) >= 2
+    for a, b in batches:
+        assert set(a["crystal"].edges) == {"distances", "edge_kind", "potential"}
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+            assert x.dtype == y.dtype
+            np.testing.assert_array_equal(x, y)
