@@ -115,6 +115,54 @@ def best_of_n_curve(
     }
 
 
+def reference_best_of_n(
+    query_dos: np.ndarray,
+    candidate_dos: np.ndarray,
+    grid: np.ndarray,
+    ns: Sequence[int] = DEFAULT_NS,
+    exclude: np.ndarray | None = None,
+) -> dict:
+    """Chance level and floor of the best-of-n normalised DOS MAE, exactly (no sampling).
+
+    For each query the candidates' nMAEs e_(1) <= ... <= e_(C) (its ``exclude`` index dropped)
+    give (a) the expected best of n candidates drawn uniformly **without replacement**
+    (a random ranking), E[min] = sum_j e_(j) C(C - j, n - 1) / C(C, n); and (b) the floor
+    e_(1), the best candidate in the pool (a perfect ranking reaches it at n = 1).
+    query_dos [Q, G], candidate_dos [C, G] on ``grid``. Queries with an undefined nMAE
+    (no states in the window) are left out. Returns {"n", "random_mean_nmae" [len(ns)],
+    "floor_mean_nmae", "n_targets"}.
+    """
+    from scipy.special import gammaln
+
+    c_total = np.asarray(candidate_dos).shape[0] - (exclude is not None)
+    ns = [int(n) for n in ns if 0 < int(n) <= c_total]
+    if not ns:
+        raise ValueError(f"no n fits {c_total} candidates")
+    rand, floor = [], []
+    for i in range(np.asarray(query_dos).shape[0]):
+        errs = normalized_dos_mae(query_dos[i], candidate_dos, grid)
+        if exclude is not None and exclude[i] >= 0:
+            errs = np.delete(errs, exclude[i])
+        if np.all(np.isnan(errs)):
+            continue
+        e = np.sort(errs)
+        c = e.size
+        j = np.arange(1, c + 1)
+        row = []
+        for n in ns:
+            # log C(c - j, n - 1) - log C(c, n); zero weight where c - j < n - 1
+            ok = (c - j) >= (n - 1)
+            logw = np.full(c, -np.inf)
+            cj = c - j[ok]
+            logw[ok] = (gammaln(cj + 1) - gammaln(n) - gammaln(cj - n + 2)) - (
+                gammaln(c + 1) - gammaln(n + 1) - gammaln(c - n + 1))
+            row.append(float(np.sum(np.exp(logw) * e)))
+        rand.append(row)
+        floor.append(e[0])
+    return {"n": ns, "random_mean_nmae": np.mean(rand, axis=0).tolist() if rand else [float("nan")] * len(ns),
+            "floor_mean_nmae": float(np.mean(floor)) if floor else float("nan"), "n_targets": len(rand)}
+
+
 def evaluate_discovery(
     query_emb: np.ndarray,
     candidate_emb: np.ndarray,

@@ -70,6 +70,23 @@ def rank_metrics(ranks: np.ndarray, ks: Sequence[int] = DEFAULT_KS) -> dict[str,
     return out
 
 
+def chance_metrics(n: int, ks: Sequence[int] = DEFAULT_KS) -> dict[str, float]:
+    """Expected metrics of a uniformly random ranking of ``n`` keys (the true key's rank is
+    uniform on 1..n): recall@k = min(k, n) / n, MRR = H_n / n (H_n the n-th harmonic number),
+    mean rank = median rank = (n + 1) / 2. n = 0 gives NaN metrics (like :func:`rank_metrics`).
+    """
+    n = int(n)
+    out: dict[str, float] = {}
+    nan = float("nan")
+    for k in ks:
+        out[f"recall@{k}"] = min(int(k), n) / n if n else nan
+    out["mrr"] = float(np.sum(1.0 / np.arange(1, n + 1)) / n) if n else nan
+    out["mean_rank"] = (n + 1) / 2 if n else nan
+    out["median_rank"] = (n + 1) / 2 if n else nan
+    out["n"] = n
+    return out
+
+
 def pair_key(query: str, key: str) -> str:
     """String key of an ordered pair, e.g. "dos->crystal" (query modality first)."""
     return f"{query}->{key}"
