@@ -160,12 +160,16 @@ class XxactSystem(System):
         return self.net.apply({"params": params}, *args, rngs=rngs, method=getattr(XxactNet, method), **kwargs)
 
     def _no_mask(self, xrd):
+        """All-False token mask (init only: creates the [MASK] parameter). Unmasked forward
+        passes give ``token_mask=None`` instead: a constant all-False mask made XLA
+        constant-fold the [MASK] embedding's (zero) gradient, which took minutes to compile
+        at paper size."""
         return jnp.zeros((xrd.shape[0], self.num_tokens), bool)
 
     def _fused_cls(self, params, batch):
         z, frac, cmask, xrd = self._inputs(batch)
         _, c_tokens, c_mask = self._call(params, "encode_composition", z, frac, cmask)
-        x_cls, x_tokens = self._call(params, "encode_xrd", xrd, self._no_mask(xrd))
+        x_cls, x_tokens = self._call(params, "encode_xrd", xrd, None)
         return self._call(params, "fuse", x_cls, x_tokens, c_tokens, c_mask)[0]
 
     # ---------------------------------------------------------------- System interface
@@ -189,7 +193,7 @@ class XxactSystem(System):
             token_mask = sample_token_mask(r_mask, xrd.shape[0], self.num_tokens, self.mask_ratio)
             masked = call("encode_xrd", xrd, token_mask, rng=r_xm)
         if w_sup > 0 or (w_clip > 0 and masked is None):
-            clean = call("encode_xrd", xrd, self._no_mask(xrd), rng=r_xc)
+            clean = call("encode_xrd", xrd, None, rng=r_xc)
         if w_sup > 0:
             f_cls, _ = call("fuse", *clean, c_tokens, c_mask, rng=r_fc)
             preds = head_outputs(call("predict_heads", f_cls), self.outputs)
@@ -230,7 +234,7 @@ class XxactSystem(System):
         (the heads' input). Each float32 [N, d]."""
         z, frac, cmask, xrd = self._inputs(batch)
         c_cls, c_tokens, c_mask = self._call(params, "encode_composition", z, frac, cmask)
-        x_cls, x_tokens = self._call(params, "encode_xrd", xrd, self._no_mask(xrd))
+        x_cls, x_tokens = self._call(params, "encode_xrd", xrd, None)
         f_cls, _ = self._call(params, "fuse", x_cls, x_tokens, c_tokens, c_mask)
         return {"composition": c_cls, "xrd": x_cls, "fused": f_cls}
 
