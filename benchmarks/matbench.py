@@ -4,6 +4,9 @@
     python benchmarks/matbench.py --folds 0 1 2 3 4 --epochs 200 # every fold
     python benchmarks/matbench.py --quick                        # smoke test (~1-2 min)
     python benchmarks/matbench.py --system crabnet --config configs/crabnet.py:small
+    python benchmarks/matbench.py --protocol xmopa --folds 0      # X-MoPA: pretrain, frozen encoders + heads
+    python benchmarks/matbench.py --protocol multimat --folds 0   # MultiMat: pretrain, fine-tune crystal + linear
+    python benchmarks/matbench.py --protocol xmopa --quick        # smoke test of a protocol (~2-4 min)
 
 Offline data: Matbench ships labels but no structures (../shared/data/matbench). The labelled
 Castelli perovskites (../shared/data/perovskites/labelled.csv.gz) that carry an ``mbid`` (8,100 of
@@ -26,8 +29,30 @@ weight decay ``--weight-decay``, batch ``--batch-size``, up to ``--epochs`` epoc
 (patience ``--patience`` epochs), targets normalised with the training rows' mean / std.
 ``--system`` / ``--config`` pick another system (its config file; ``path:arg`` passes arg).
 
+Protocols (``--protocol``; `mmjax.eval.matbench.PROTOCOLS`):
+
+* ``scratch`` (default): the system above from random initialisation on each fold.
+* ``xmopa``: X-MoPA (``configs/xmopa.py:small`` + the CPU sizes of ``PRESETS["xmopa"]``: crystal
+  graph (CGCNN 64/3/128) + XRD (CNN, 425 points) + text) is pretrained **without labels** on all
+  18,928 perovskite structures (../shared/data/perovskites/structures_all.json.gz, the test
+  folds' structures included, their labels never read) with ``--mode=pretrain``
+  (`mmjax.train.modes`), then on each fold the encoders are frozen and the heads trained
+  (`mmjax.eval.fit.fit_predict` with ``init_from`` and ``trainable=("head",)``). Text is the
+  offline stand-in of ``configs/xmopa.py:small``: template descriptions embedded by the hashing
+  text encoder (no MatSciBERT weights offline).
+* ``multimat``: MultiMat (``configs/multimat.py:small`` + ``PRESETS["multimat"]``) with the
+  modalities the perovskites have offline, crystal (PotNet graph) + text (same stand-in; no DOS,
+  no charge density for these structures), pretrained the same way (anchored CLIP), then the
+  crystal encoder + a linear head fine-tuned on each fold (everything trainable).
+
+``--pretrain-source labelled`` pretrains on the 8,100 structures with an mbid only (still without
+their labels) when the CPU budget does not allow featurising all 18,928.
+The pretraining run lives in ``--pretrain-dir`` (default runs/bench_pretrain/<protocol>[-labelled|-quick]);
+a finished one is reused. The supervised stage reads a copy of the pretraining store with the
+``e_form`` column added on the rows that have an mbid (same features, no second featurisation).
+
 Outputs: per-fold and mean MAE beside the reported numbers (`benchmarks/reported.py`), and in
-``--out`` (default benchmarks/results/matbench_perovskites_<system>/): ``results.json.gz``
+``--out`` (default benchmarks/results/matbench_perovskites_<system or protocol>/): ``results.json.gz``
 (Matbench layout, `mmjax.eval.matbench.MatbenchResults`), ``matbench_summary.json`` and
 ``run.json`` (settings, counts, hardware, wall time, per-fold validation curves).
 """
@@ -35,6 +60,8 @@ Outputs: per-fold and mean MAE beside the reported numbers (`benchmarks/reported
 from __future__ import annotations
 
 import argparse
+import ast
+import dataclasses
 import gzip
 import importlib.util
 import json
@@ -49,10 +76,21 @@ sys.path.insert(0, str(ROOT))
 SHARED = ROOT.parent / "shared" / "data"
 LABELS = SHARED / "matbench" / "matbench_perovskites.json.bz2"
 STRUCTURES = SHARED / "perovskites" / "labelled.csv.gz"
+ALL_STRUCTURES = SHARED / "perovskites" / "structures_all.json.gz"
 TASK = "matbench_perovskites"
 TARGET = "e_form"
 QUICK_ROWS = 800
 QUICK_ENCODER = dict(atom_fea_len=16, n_conv=2, h_fea_len=32)
+# CPU sizes of the pretraining protocols (on top of configs/<protocol>.py:small); quick = smoke test
+PRESETS = {
+    "xmopa": dict(system=dict(latent_dim=64, predictor_hidden=(64,), head_hidden=(64,),
+                              encoder_overrides={"crystal": dict(atom_fea_len=64, n_conv=3, h_fea_len=128)}),
+                  pretrain_steps=600, pretrain_batch=64, pretrain_lr=1e-3),
+    "multimat": dict(system=dict(latent_dim=64, encoder_overrides={
+                         "crystal": dict(hidden=64, num_layers=3, local_bins=64, infinite_bins=32)}),
+                     pretrain_steps=400, pretrain_batch=64, pretrain_lr=1e-3),
+}
+QUICK_PRETRAIN = dict(pretrain_steps=60, pretrain_batch=32, structures=1500)
 
 
 def load_config(spec: str):
@@ -84,24 +122,170 @@ def structure_items(labels: dict, limit: int | None = None) -> list[tuple]:
     return [(m, cif, {TARGET: float(labels["targets"][r])}) for m, cif, r in zip(frame["mbid"], frame["cif"], frame["row"])]
 
 
-def featurise(items: list, modalities: tuple[str, ...], cache: pathlib.Path, workers: int):
+def default_spec(modalities: tuple[str, ...]):
+    """Feature settings of the ``scratch`` protocol: CGCNN graphs 8 Å x 12 (+ XRD / composition)."""
+    from mmjax.data.featurize import FeatureSpec
+
+    return FeatureSpec(graph="cgcnn" if "crystal" in modalities else None, cutoff=8.0, max_neighbors=12,
+                       xrd="xrd" in modalities, composition="composition" in modalities, symmetry=False,
+                       dos=False, charge_density=False, targets=(TARGET,))
+
+
+def featurise(items: list, spec, cache: pathlib.Path, workers: int, text_model: str = "", text_pooling: str = "cls"):
+    """Featurise ``items`` with ``spec`` into ``cache`` once (a temporary folder renamed at the end);
+    with ``spec.text`` the raw texts are embedded with ``text_model`` (e.g. "hashing")."""
+    import shutil
+
     from mmjax.data import store
-    from mmjax.data.featurize import FeatureSpec, featurize_dataset, material_from_text
+    from mmjax.data.featurize import featurize_dataset, material_from_text
 
     if (cache / store.MANIFEST).exists():
         return store.Dataset.open(cache)
-    spec = FeatureSpec(graph="cgcnn" if "crystal" in modalities else None, cutoff=8.0, max_neighbors=12,
-                       xrd="xrd" in modalities, composition="composition" in modalities, symmetry=False,
-                       dos=False, charge_density=False, targets=(TARGET,))
-    manifest = featurize_dataset(items, spec, cache, num_workers=workers, parse=material_from_text, progress=False,
+    tmp = cache.with_name(cache.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    manifest = featurize_dataset(items, spec, tmp, num_workers=workers, parse=material_from_text, progress=False,
                                  sources=[str(STRUCTURES), str(LABELS)], command=" ".join(sys.argv))
     if manifest.skipped:
         print(f"  featurisation skipped {len(manifest.skipped)} structures, e.g. {manifest.skipped[0]}")
+    if spec.text:
+        from mmjax.data.text_embed import embed_dataset
+
+        if not text_model:
+            raise ValueError("the text modality needs config.data.text_model (e.g. 'hashing' offline)")
+        embed_dataset(tmp, text_model, pooling=text_pooling)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp.rename(cache)
     return store.Dataset.open(cache)
+
+
+def labelled_copy(pre_cfg, cache: pathlib.Path, labels: dict):
+    """Dataset of the supervised stage: a copy of the pretraining store (identical features and text
+    embeddings) with the Matbench ``e_form`` added as ``"target/e_form"`` on the rows that have an
+    mbid (NaN elsewhere), made once into ``cache``. The pretraining run never sees this copy.
+
+    Returns (view of the rows with an mbid, their mbids str [n]).
+    """
+    import shutil
+
+    import numpy as np
+    import pandas as pd
+
+    from mmjax.data import store
+    from mmjax.train.data import dataset_dir
+
+    frame = pd.read_csv(STRUCTURES, usecols=["material_id", "mbid"], dtype=str, keep_default_na=False)
+    mbid_of = {m: b for m, b in zip(frame["material_id"], frame["mbid"]) if b}
+    row_of = {m: i for i, m in enumerate(labels["ids"])}
+
+    def mbids_of(ids):  # store ids are mbids (labelled source) or CDVAE material ids (all structures)
+        return np.asarray([i if i in row_of else mbid_of.get(str(i), "") for i in ids])
+
+    if not (cache / store.MANIFEST).exists():
+        src = pathlib.Path(dataset_dir(pre_cfg, None))
+        tmp = cache.with_name(cache.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(src, tmp)
+        full = store.Dataset.open(tmp)
+        mb = mbids_of(full.ids)
+        y = np.asarray([labels["targets"][row_of[b]] if b else np.nan for b in mb], np.float32)
+        full.add_column(f"target/{TARGET}", y, present=np.isfinite(y))
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp.rename(cache)
+    full = store.Dataset.open(cache)
+    mb = mbids_of(full.ids)
+    keep = np.flatnonzero(mb != "")
+    return full.subset(keep), mb[keep]
+
+
+SAME_SETTINGS = ("epochs", "steps", "batch_size", "lr", "weight_decay", "patience", "val_fraction", "seed", "system",
+                 "quick", "set")
+
+
+def reused_folds(folder: pathlib.Path, args, protocol: str) -> dict[int, tuple]:
+    """``{fold: (predictions {mbid: value}, fold record of run.json, parameters)}`` of an earlier run
+    whose settings (`SAME_SETTINGS`, protocol) equal this one's; raises naming the first difference."""
+    run = json.loads((folder / "run.json").read_text())
+    old = dict(run["settings"], protocol=run.get("protocol", "scratch"))
+    new = dict(vars(args), protocol=protocol)
+    old.setdefault("set", [])  # runs from before --set existed
+    diff = [k for k in SAME_SETTINGS + ("protocol",) if old.get(k) != new.get(k)]
+    if diff:
+        raise ValueError(f"--reuse-folds {folder}: settings differ ({', '.join(f'{k}: {old.get(k)!r} vs {new.get(k)!r}' for k in diff)})")
+    with gzip.open(folder / "results.json.gz", "rt") as fh:
+        results = json.load(fh)["tasks"][TASK]["results"]
+    return {int(k.split("_")[1]): (v["data"], run["folds"][k.split("_")[1]], v["parameters"]) for k, v in results.items()}
+
+
+def spec_tag(spec) -> str:
+    """Short stable name of a FeatureSpec (cache folder suffix)."""
+    import hashlib
+
+    return hashlib.sha1(json.dumps(spec.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def pretrain(protocol: str, config, args, n_devices: int) -> tuple[pathlib.Path, dict, object]:
+    """Label-free pretraining of ``config`` on every perovskite structure with ``--mode=pretrain``.
+
+    Returns (workdir, info, pretraining config); a workdir whose run finished is reused.
+    """
+    from mmjax.eval.matbench import pretraining_config
+    from mmjax.train.modes import MODES
+
+    preset = PRESETS[protocol]
+    steps = args.pretrain_steps or (QUICK_PRETRAIN["pretrain_steps"] if args.quick else preset["pretrain_steps"])
+    batch = args.pretrain_batch or (QUICK_PRETRAIN["pretrain_batch"] if args.quick else preset["pretrain_batch"])
+    lr = args.pretrain_lr or preset["pretrain_lr"]
+    source = ALL_STRUCTURES
+    n_structures = 18928
+    if args.pretrain_source == "labelled" and not args.quick:  # the 8,100 structures with an mbid, same layout
+        source = ROOT / "runs" / "bench_cache" / "perovskites_mbid_structures.json.gz"
+        if not source.exists():
+            import pandas as pd
+
+            frame = pd.read_csv(STRUCTURES, usecols=["mbid", "cif"], dtype=str, keep_default_na=False)
+            frame = frame[frame["mbid"] != ""]
+            source.parent.mkdir(parents=True, exist_ok=True)
+            with gzip.open(source, "wt") as fh:
+                # CIF text under "poscar" (the key the source detection knows); the reader detects CIF
+                json.dump({m: {"poscar": c} for m, c in zip(frame["mbid"], frame["cif"])}, fh)
+        n_structures = 8100
+    if args.quick:  # the first structures only, as a smaller JSON map of the same layout
+        source = ROOT / "runs" / "bench_cache" / "perovskites_all_quick.json.gz"
+        if not source.exists():
+            source.parent.mkdir(parents=True, exist_ok=True)
+            with gzip.open(ALL_STRUCTURES, "rt") as fh:
+                doc = json.load(fh)
+            keep = dict(list(doc.items())[:QUICK_PRETRAIN["structures"]])
+            with gzip.open(source, "wt") as fh:
+                json.dump(keep, fh)
+        n_structures = QUICK_PRETRAIN["structures"]
+    suffix = "-quick" if args.quick else ("-labelled" if args.pretrain_source == "labelled" else "")
+    workdir = pathlib.Path(args.pretrain_dir or ROOT / "runs" / "bench_pretrain" / f"{protocol}{suffix}")
+    cfg = pretraining_config(config, source=str(source), steps=steps, batch_size=batch, n_devices=n_devices,
+                             data_dir=str(ROOT / "runs" / "bench_cache" / "perovskites_all"), lr=lr,
+                             workers=args.workers)
+    print(f"\n== pretraining ({protocol}): {steps} steps x {batch} structures, peak lr {lr}, on {n_structures} "
+          f"perovskite structures from {source.name} WITHOUT labels (no target is read: data.targets = ()); "
+          f"modalities {tuple(cfg.data.modalities)}; workdir {workdir}")
+    t0 = time.time()
+    summary_file = workdir / "summary.json"
+    done = summary_file.exists() and json.loads(summary_file.read_text()).get("steps") == steps
+    summary = json.loads(summary_file.read_text()) if done else MODES["pretrain"](cfg, str(workdir))
+    if done:
+        print(f"   reusing the finished pretraining run in {workdir}")
+    info = {"steps": steps, "batch": batch, "peak_lr": lr, "structures": n_structures, "source": str(source),
+            "labels_used": False, "workdir": str(workdir), "wall_s": round(time.time() - t0, 1), "reused": done,
+            "final_train": summary.get("final_train"), "final_eval": summary.get("final_eval"),
+            "train_loop_wall_s": summary.get("wall_s"),
+            "how": "mmjax.train.modes.MODES['pretrain'] (= --mode=pretrain) on "
+                   "mmjax.eval.matbench.pretraining_config(configs/<protocol>.py:small + PRESETS[protocol])"}
+    return workdir, info, cfg
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--protocol", default="scratch", choices=("scratch", "xmopa", "multimat"),
+                    help="scratch: --system from random init; xmopa / multimat: pretrain then transfer")
     ap.add_argument("--system", default="cgcnn", help="system name; its config defaults to configs/<system>.py")
     ap.add_argument("--config", default="", help="config file (path or path:arg); default configs/<system>.py")
     ap.add_argument("--folds", type=int, nargs="+", default=[0], help="official folds to run (0-4)")
@@ -115,6 +299,16 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=2, help="featurisation worker processes")
     ap.add_argument("--quick", action="store_true", help=f"smoke test: first {QUICK_ROWS} structures, tiny model, fold 0, 200 steps")
+    ap.add_argument("--pretrain-steps", type=int, default=0, help="pretraining steps (0 = the protocol preset)")
+    ap.add_argument("--pretrain-batch", type=int, default=0, help="pretraining batch (0 = the protocol preset)")
+    ap.add_argument("--pretrain-lr", type=float, default=0.0, help="pretraining peak lr (0 = the protocol preset)")
+    ap.add_argument("--pretrain-dir", default="", help="pretraining workdir (reused when finished)")
+    ap.add_argument("--pretrain-source", default="all", choices=("all", "labelled"),
+                    help="pretraining structures: all 18,928, or the 8,100 with an mbid (CPU budget); no labels either way")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="config override before the protocol, e.g. system.vicreg_weight=1.0 (Python literal)")
+    ap.add_argument("--reuse-folds", default="",
+                    help="results folder of an earlier run with the same settings: its folds are taken, not re-run")
     ap.add_argument("--cache", default="")
     ap.add_argument("--out", default="")
     ap.add_argument("--verbose", action="store_true")
@@ -131,43 +325,96 @@ def main(argv=None) -> int:
     import numpy as np
 
     from mmjax.eval.fit import fit_predict, hardware_description
-    from mmjax.eval.matbench import dummy_fold_maes, load_matbench_labels, run_matbench
+    import ml_collections
+
+    from mmjax.eval.matbench import PROTOCOLS, downstream_config, dummy_fold_maes, load_matbench_labels, run_matbench
     from mmjax.eval.report import format_table, write_json
     from reported import reported
 
     t_start = time.time()
     hardware = hardware_description()
     command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0]] + list(sys.argv[1:] if argv is None else argv))
-    config = load_config(args.config or f"configs/{args.system}.py")
+    protocol = args.protocol
+    if protocol != "scratch":
+        args.system = protocol
+    config = load_config(args.config or (f"configs/{protocol}.py:small" if protocol != "scratch"
+                                         else f"configs/{args.system}.py"))
     if config.system.name != args.system:
         ap.error(f"--config builds system {config.system.name!r}, not --system {args.system!r}")
     if args.quick and args.system == "cgcnn":
         config.system.encoder.update(QUICK_ENCODER)
+    if protocol != "scratch":
+        for k, v in PRESETS[protocol]["system"].items():
+            config.system[k] = ml_collections.ConfigDict(v, type_safe=False) if isinstance(v, dict) else v
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            ap.error(f"--set {item!r}: expected KEY=VALUE")
+        *parents, leaf = key.split(".")
+        node = config
+        for part in parents:
+            node = node[part]
+        if leaf not in node:
+            ap.error(f"--set {item!r}: the config has no key {key!r}")
+        try:
+            node[leaf] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            node[leaf] = value
+    print(f"command: {command}\nhardware: {json.dumps(hardware)}\nprotocol: {protocol} ({PROTOCOLS[protocol]})")
+
+    pre_info, init_from, trainable = None, None, None
+    if protocol != "scratch":
+        import jax
+
+        from mmjax.train.data import feature_spec
+
+        init_from, pre_info, pre_cfg = pretrain(protocol, config, args, jax.device_count())
+        # the supervised stage sees the same features as pretraining, plus the target
+        spec = dataclasses.replace(feature_spec(pre_cfg), targets=(TARGET,))
+    config, trainable = downstream_config(config, protocol, TARGET)
     modalities = tuple(config.data.modalities)
+    if protocol == "scratch":
+        spec = default_spec(modalities)
     config.optim.update(dict(schedule="cosine", peak_lr=args.lr, init_lr=args.lr * 0.01, end_lr=args.lr * 0.01,
                              warmup_fraction=0.05, weight_decay=args.weight_decay, clip_norm=1.0))
-    print(f"command: {command}\nhardware: {json.dumps(hardware)}\nsystem: {args.system}, modalities {modalities}")
+    print(f"system: {args.system}, supervised-stage modalities {modalities}, trainable groups "
+          f"{'all' if trainable is None else list(trainable)}")
 
     labels = load_matbench_labels(LABELS)
     tag = "-".join(modalities) + ("-quick" if args.quick else "")
+    if protocol != "scratch":
+        tag = f"{protocol}-{spec_tag(spec)}" + ("-quick" if args.quick else "")
     cache = pathlib.Path(args.cache or ROOT / "runs" / "bench_cache" / TASK / tag)
     t0 = time.time()
-    items = structure_items(labels, QUICK_ROWS if args.quick else None)
-    ds = featurise(items, modalities, cache, args.workers)
+    if protocol == "scratch":
+        items = structure_items(labels, QUICK_ROWS if args.quick else None)
+        ds = featurise(items, spec, cache, args.workers)
+        mbids = np.asarray(ds.ids)
+        n_items = len(items)
+    else:  # the pretraining store (same features, text embeddings included) + the target column
+        ds, mbids = labelled_copy(pre_cfg, cache, labels)
+        n_items = len(mbids)
     t_feat = time.time() - t0
     row_of = {m: i for i, m in enumerate(labels["ids"])}
-    ds_rows = np.asarray([row_of[i] for i in ds.ids], np.int64)
+    ds_rows = np.asarray([row_of[i] for i in mbids], np.int64)
     position = np.full(len(labels["ids"]), -1, np.int64)
     position[ds_rows] = np.arange(len(ds))
     available = position >= 0
-    print(f"{TASK}: {len(labels['ids'])} rows, {len(items)} labelled structures with an mbid, {available.sum()} featurised "
+    print(f"{TASK}: {len(labels['ids'])} rows, {n_items} labelled structures with an mbid, {available.sum()} featurised "
           f"({t_feat:.1f} s, cache {cache})")
 
     fold_runs: dict[int, dict] = {}
     fold_iter = iter(sorted(args.folds))
+    reuse = reused_folds(pathlib.Path(args.reuse_folds), args, protocol) if args.reuse_folds else {}
 
     def fit(train_rows, val_rows, test_rows):
         fold = next(fold_iter)
+        if fold in reuse:
+            data, run, params = reuse[fold]
+            pred = np.asarray([data[labels["ids"][r]] for r in test_rows], np.float64)
+            fold_runs[fold] = {**run, "reused_from": args.reuse_folds}
+            print(f"\n== fold {fold}: taken from {args.reuse_folds} (same settings): test MAE {run['mae']:.4f}")
+            return pred, params
         steps_per_epoch = max(1, math.ceil(len(train_rows) / args.batch_size))
         steps = args.steps or args.epochs * steps_per_epoch
         eval_every = min(steps_per_epoch, steps) if not args.quick else 25
@@ -177,7 +424,7 @@ def main(argv=None) -> int:
         res = fit_predict(config, ds.subset(position[train_rows]), ds.subset(position[val_rows]),
                           ds.subset(position[test_rows]), target=TARGET, steps=steps, batch_size=args.batch_size,
                           eval_every=eval_every, patience=patience, seed=args.seed + fold,
-                          log=print if args.verbose else None)
+                          log=print if args.verbose else None, init_from=init_from, trainable=trainable)
         y = labels["targets"]
         mae = float(np.mean(np.abs(res.predictions - y[test_rows])))
         dummy = float(np.mean(np.abs(y[test_rows] - y[train_rows].mean())))
@@ -185,10 +432,11 @@ def main(argv=None) -> int:
               f"{res.best_val_mae:.4f} at step {res.best_step} of {res.steps_run}; {res.wall_s:.0f} s")
         fold_runs[fold] = {"fit": res.summary(), "mae": mae, "mae_train_mean_baseline": dummy, "steps_max": steps,
                            "val_curve": [(h["step"], round(h["val/mae"], 5)) for h in res.history]}
-        return res.predictions, {"system": args.system, "steps_max": steps, "best_step": res.best_step,
-                                 "best_val_mae": res.best_val_mae}
+        return res.predictions, {"system": args.system, "protocol": protocol, "steps_max": steps,
+                                 "best_step": res.best_step, "best_val_mae": res.best_val_mae}
 
-    out = pathlib.Path(args.out or ROOT / "benchmarks" / "results" / f"{TASK}_{args.system}{'_quick' if args.quick else ''}")
+    out = pathlib.Path(args.out or ROOT / "benchmarks" / "results" /
+                       f"{TASK}_{args.system if protocol == 'scratch' else protocol + '_protocol'}{'_quick' if args.quick else ''}")
     results, _ = run_matbench(TASK, labels["ids"], labels["targets"], fit, out, available=available,
                               val_fraction=args.val_fraction, seed=args.seed, folds=tuple(args.folds))
 
@@ -212,15 +460,23 @@ def main(argv=None) -> int:
     lb = reported(table="matbench_v0.1_leaderboard", task=TASK)
     print(f"\nreported (Matbench v0.1 leaderboard, all 18,928 rows, mean ± std over 5 folds, eV/unit cell):")
     print(format_table([{"model": r.model, "MAE": r.value, "std": r.std} for r in lb]))
-    print(f"ours: {args.system} on the {int(available.sum())} rows with structures, folds {sorted(fold_runs)}: "
+    paper = reported(table="xmopa_table1", task=TASK, model="X-MoPA") if protocol == "xmopa" else []
+    for r in paper:
+        print(f"X-MoPA paper (Table 1, full task, paper-size model + MatSciBERT text): {r.value} {r.unit}")
+    if pre_info is not None:
+        print(f"pretraining: {pre_info['steps']} steps x {pre_info['batch']} on {pre_info['structures']} structures "
+              f"without labels, {pre_info['wall_s']:.0f} s{' (reused)' if pre_info['reused'] else ''}")
+    print(f"ours: {protocol} protocol, {args.system} on the {int(available.sum())} rows with structures, folds {sorted(fold_runs)}: "
           f"{s['mae']['mean']:.4f} ± {s['mae']['std']:.4f}; total {time.time() - t_start:.0f} s")
     write_json(out / "run.json", {
-        "task": TASK, "system": args.system, "command": command, "hardware": hardware, "modalities": modalities,
+        "task": TASK, "protocol": protocol, "protocol_description": PROTOCOLS[protocol], "pretraining": pre_info,
+        "trainable_groups": None if trainable is None else list(trainable), "feature_spec": spec.to_dict(),
+        "system": args.system, "system_config": config.system.to_dict(), "command": command, "hardware": hardware, "modalities": modalities,
         "settings": {k: v for k, v in vars(args).items() if k not in ("cache", "out", "verbose")},
         "encoder": config.system.encoder.to_dict() if "encoder" in config.system else None,
         "optim": config.optim.to_dict(), "featurise_s": round(t_feat, 1), "n_structures": int(available.sum()),
         "folds": fold_runs, "summary": s, "fold_counts": results.fold_counts,
-        "reported": [{"model": r.model, "mae": r.value, "std": r.std, "source": r.source} for r in lb],
+        "reported": [{"model": r.model, "mae": r.value, "std": r.std, "source": r.source} for r in lb + paper],
         "dummy_full_fold_mae": full_dummy.tolist(), "wall_s": round(time.time() - t_start, 1),
     })
     print(f"wrote {out}/results.json.gz, matbench_summary.json, run.json")

@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import os
 import time
 from typing import Any, Callable, Sequence
 
@@ -53,7 +54,9 @@ class FitResult:
     actually applied (< ``steps`` when stopped early); history: one dict per evaluation
     (``step``, ``train/loss``, ``val/mae``); target_mean / target_std: the training-row
     normalisation; counts: {"train", "val", "test"} rows with a finite label (test: all rows);
-    wall_s: seconds of the whole fit (compile included); params: the best parameters (host).
+    wall_s: seconds of the whole fit (compile included); params: the best parameters (host);
+    n_init_loaded: parameter arrays taken from ``init_from`` (0 without it); frozen_groups:
+    parameter groups held fixed (optimiser multiplier 0).
     """
 
     ids: np.ndarray
@@ -67,6 +70,8 @@ class FitResult:
     counts: dict
     wall_s: float
     params: PyTree = None
+    n_init_loaded: int = 0
+    frozen_groups: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, float]:
         """{id: prediction} in test order."""
@@ -76,6 +81,7 @@ class FitResult:
         """JSON-able summary (no parameters, no per-row predictions)."""
         return {"best_step": self.best_step, "best_val_mae": self.best_val_mae, "steps_run": self.steps_run,
                 "target_mean": self.target_mean, "target_std": self.target_std, "counts": dict(self.counts),
+                "n_init_loaded": self.n_init_loaded, "frozen_groups": list(self.frozen_groups),
                 "wall_s": round(self.wall_s, 2)}
 
 
@@ -159,6 +165,8 @@ def fit_predict(
     mesh=None,
     log: Callable[[str], None] | None = None,
     keep_params: bool = False,
+    init_from: str | os.PathLike | PyTree | None = None,
+    trainable: Sequence[str] | None = None,
 ) -> FitResult:
     """Train ``config``'s system on ``train`` with early stopping on ``val``; predict ``test``.
 
@@ -178,11 +186,19 @@ def fit_predict(
       mesh: defaults to all devices (`mmjax.train.mesh.make_mesh`).
       log: called with one line per evaluation (e.g. ``print``); None = silent.
       keep_params: return the best parameters in ``FitResult.params``.
+      init_from: start from pretrained parameters: a workdir / checkpoint folder
+        (`mmjax.train.checkpoint.load_params`) or a parameter pytree. Every same-path,
+        same-shape array is loaded (as ``--mode=finetune`` does); the rest (e.g. new heads) keeps
+        its fresh initialisation. None = ``config.train.init_from`` when set, else from scratch.
+      trainable: parameter groups (``system.param_labels``) that learn; every other group is
+        frozen (optimiser multiplier 0, as ``--mode=probe``). None = the config's
+        ``optim.groups`` unchanged. E.g. ``("head",)`` = frozen encoders + trained heads.
     Returns:
       `FitResult` with test predictions in stored units, aligned with ``test.ids``.
     Raises:
-      ValueError for empty splits or a batch size the devices do not divide; FitDiverged when
-      the loss or a gradient turns non-finite.
+      ValueError for empty splits, a batch size the devices do not divide, an unknown
+      ``trainable`` group or an ``init_from`` that matches no parameter; FitDiverged when the
+      loss or a gradient turns non-finite.
     """
     from mmjax.systems import build_system
     from mmjax.train.loop import build_engine
@@ -216,8 +232,17 @@ def fit_predict(
                            target, mean, std)
     budgets = train_it.inner.assembler.budget
     example = next(train_it)
+    frozen: tuple[str, ...] = ()
+    if trainable is not None:
+        frozen = _freeze_all_but(cfg, system, example, trainable)
     eng = build_engine(system, cfg, example, mesh)
     state = init_state(system, eng["tx"], eng["rng"], eng["example"], eng["shardings"])
+    n_loaded = 0
+    source = init_from if init_from is not None else (cfg.train.get("init_from", "") or None)
+    if source is not None:
+        state, n_loaded = _load_init(state, source, eng["shardings"].params)
+        if log is not None:
+            log(f"  initialised {n_loaded} parameter arrays from {_describe(source)}; frozen groups {list(frozen)}")
     train_step = make_train_step(system, eng["tx"], eng["schedule"], eng["shardings"], mesh)
     predict_fn = make_apply_fn(system.predict, eng["shardings"].params, mesh)
     pending = [example]
@@ -259,12 +284,44 @@ def fit_predict(
         ids=np.asarray(test.ids), predictions=pred * std + mean, best_step=step_of(result.best_epoch),
         best_val_mae=float(result.best_value), steps_run=history[-1]["step"], history=history,
         target_mean=mean, target_std=std, counts=counts, wall_s=time.time() - t0,
-        params=jax.device_get(best_params) if keep_params else None)
+        params=jax.device_get(best_params) if keep_params else None, n_init_loaded=n_loaded, frozen_groups=frozen)
+
+
+def _describe(source) -> str:
+    return os.fspath(source) if isinstance(source, (str, os.PathLike)) else "the given parameter tree"
+
+
+def _freeze_all_but(cfg: ml_collections.ConfigDict, system, host_batch, trainable: Sequence[str]) -> tuple[str, ...]:
+    """Set ``cfg.optim.groups`` so that only the ``trainable`` groups learn; returns the frozen ones."""
+    shapes = jax.eval_shape(system.init, jax.random.PRNGKey(0), host_batch)
+    labels = sorted(set(jax.tree.leaves(system.param_labels(shapes))))
+    unknown = sorted(set(trainable) - set(labels))
+    if unknown:
+        raise ValueError(f"trainable groups {unknown} are not parameter groups of system {system.name!r} "
+                         f"(groups: {labels})")
+    frozen = tuple(g for g in labels if g not in set(trainable))
+    groups = cfg.optim.groups.to_dict() if cfg.optim.get("groups") is not None else {}
+    groups.update({g: 0.0 for g in frozen})
+    with cfg.unlocked():
+        cfg.optim.groups = ml_collections.ConfigDict(groups, type_safe=False)
+    return frozen
+
+
+def _load_init(state, source, param_shardings):
+    """``state`` with the same-path, same-shape arrays of ``source`` (path or pytree) loaded."""
+    from mmjax.train.checkpoint import load_params
+    from mmjax.train.loop import _merge_params
+
+    loaded = load_params(source) if isinstance(source, (str, os.PathLike)) else source
+    merged, n = _merge_params(jax.device_get(state.params), loaded)
+    if n == 0:
+        raise ValueError(f"init_from {_describe(source)}: no parameter array has the path and shape of one of "
+                         "this system's parameters (another system or encoder size?)")
+    return state.replace(params=jax.device_put(merged, param_shardings)), n
 
 
 def hardware_description() -> dict:
     """Where a benchmark ran: CPU model, logical cores, JAX backend, device kind and count."""
-    import os
     import platform
 
     cpu = platform.processor() or platform.machine()

@@ -254,3 +254,87 @@ def run_matbench(
     res.write(os.path.join(out_dir, "results.json.gz"))
     write_json(os.path.join(out_dir, "matbench_summary.json"), {"task": res.task, "summary": res.summary(), "fold_counts": res.fold_counts})
     return res, res.table()
+
+
+# ----------------------------------------------------------------------------------------------
+# Transfer protocols: self-supervised pretraining, then a supervised fit on each fold
+
+PROTOCOLS = {
+    "scratch": "the system trained from random initialisation on each fold (the CGCNN baseline)",
+    "xmopa": "X-MoPA: self-supervised pretraining, then frozen encoders + trained prediction heads",
+    "multimat": "MultiMat: self-supervised pretraining, then the crystal encoder + a linear head fine-tuned",
+}
+
+
+def pretraining_config(config, *, source: str, steps: int, batch_size: int, n_devices: int, data_dir: str,
+                       eval_fraction: float = 0.05, lr: float | None = None, workers: int = 2):
+    """A copy of a system config for label-free pretraining (``--mode=pretrain``) on ``source``.
+
+    The copy has no prediction targets (``data.targets = ()``, ``system.targets = {}``: no head,
+    no label is read), ``pretrain.steps = steps``, ``batch_size`` global materials per step
+    (``batch_size / n_devices`` per device), a random ``1 - eval_fraction`` / ``eval_fraction``
+    train / eval split of the source (no test part), the featurised cache under ``data_dir``,
+    the peak learning rate ``lr`` when given, one evaluation and one checkpoint at the end.
+    """
+    import copy
+
+    import ml_collections
+
+    if steps < 1:
+        raise ValueError(f"pretraining needs steps >= 1, got {steps}")
+    if batch_size % n_devices:
+        raise ValueError(f"pretraining batch {batch_size} is not a multiple of the {n_devices} devices")
+    if not 0.0 < eval_fraction < 1.0:
+        raise ValueError(f"eval_fraction must be in (0, 1), got {eval_fraction}")
+    c = copy.deepcopy(config)
+    with c.unlocked():
+        c.data.source = str(source)
+        c.data.source_kwargs = ml_collections.ConfigDict({}, type_safe=False)
+        c.data.data_dir = str(data_dir)
+        c.data.targets = ()
+        c.data.split = (1.0 - eval_fraction, eval_fraction, 0.0)
+        c.data.batch_per_device = batch_size // n_devices
+        c.data.num_workers = int(workers)
+        c.system.targets = ml_collections.ConfigDict({}, type_safe=False)
+        c.pretrain.steps = int(steps)
+        c.train.eval_every = 0
+        c.train.progress = False
+        c.train.log_every = max(1, min(100, steps))
+        c.checkpoint.every = 0
+        if lr is not None:
+            c.optim.peak_lr = float(lr)
+    return c
+
+
+def downstream_config(config, protocol: str, target: str):
+    """``(config, trainable)`` of the supervised stage of ``protocol`` for regression ``target``.
+
+    * "xmopa": stage "finetune", heads on the concatenated latents, ``trainable = ("head",)``
+      (every encoder / projection / predictor frozen: the paper's "fine tuning of only the
+      final prediction heads").
+    * "multimat": stage "finetune", a linear head (``head_hidden = ()``) on the crystal encoder
+      output, batches with the crystal modality only (the head reads nothing else), every
+      parameter trainable (``trainable = None``).
+    * "scratch": the config unchanged apart from the target; ``trainable = None``.
+    Pretrained weights are loaded by `mmjax.eval.fit.fit_predict` (``init_from``).
+    """
+    import copy
+
+    import ml_collections
+
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; expected one of {sorted(PROTOCOLS)}")
+    c = copy.deepcopy(config)
+    trainable = None
+    with c.unlocked():
+        c.data.targets = (target,)
+        if protocol == "scratch":
+            return c, None
+        c.system.targets = ml_collections.ConfigDict({target: 1}, type_safe=False)
+        c.system.stage = "finetune"
+        if protocol == "xmopa":
+            trainable = ("head",)
+        else:
+            c.system.head_hidden = ()
+            c.data.modalities = ("crystal",)
+    return c, trainable
