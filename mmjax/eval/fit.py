@@ -310,10 +310,10 @@ def _freeze_all_but(cfg: ml_collections.ConfigDict, system, host_batch, trainabl
 def _load_init(state, source, param_shardings):
     """``state`` with the same-path, same-shape arrays of ``source`` (path or pytree) loaded."""
     from mmjax.train.checkpoint import load_params
-    from mmjax.train.loop import _merge_params
+    from mmjax.train.loop import merge_params
 
     loaded = load_params(source) if isinstance(source, (str, os.PathLike)) else source
-    merged, n = _merge_params(jax.device_get(state.params), loaded)
+    merged, n = merge_params(jax.device_get(state.params), loaded)
     if n == 0:
         raise ValueError(f"init_from {_describe(source)}: no parameter array has the path and shape of one of "
                          "this system's parameters (another system or encoder size?)")

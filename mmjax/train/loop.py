@@ -80,7 +80,7 @@ def evaluate(eval_step: Callable, params: PyTree, batches: Iterable, mesh, rng: 
     return {f"{prefix}{k}": float(v) / n for k, v in jax.device_get(sums).items()}
 
 
-def _merge_params(init: PyTree, loaded: dict) -> tuple[PyTree, int]:
+def merge_params(init: PyTree, loaded: dict) -> tuple[PyTree, int]:
     """Leaves of `init` replaced by same-path, same-shape leaves of `loaded`; returns (params, count)."""
     flat_loaded = {jax.tree_util.keystr(p): v for p, v in jax.tree_util.tree_flatten_with_path(loaded)[0]}
     n = 0
@@ -177,7 +177,7 @@ def train(system, config: ml_collections.ConfigDict, workdir: str, train_iter,
     else:
         state = init_state(system, eng["tx"], eng["rng"], eng["example"], shardings)
         if tc.init_from:
-            merged, n = _merge_params(jax.device_get(state.params), load_params(tc.init_from))
+            merged, n = merge_params(jax.device_get(state.params), load_params(tc.init_from))
             state = state.replace(params=jax.device_put(merged, shardings.params))
             _info(f"initialised {n} parameter arrays from {tc.init_from}")
         start_step = 0
