@@ -44,6 +44,8 @@ def get_config(arg=None):
         vicreg_gamma=1.0,           # Eq. 5: gamma (not given; VICReg default 1)
         vicreg_lambda_var=1.0,      # Eq. 5: lambda_v (not given)
         vicreg_lambda_cov=1.0,      # Eq. 5: lambda_c (not given)
+        vicreg_use_std=False,       # Eq. 5 hinges Var; True = original VICReg std hinge (its
+                                    # gradient does not vanish at collapse)
         contrastive_weight=0.1,     # main text Eq. 3: beta (not given: ours)
         temperature=0.07,           # App. A Eq. 6: tau (not given; CLIP's 0.07)
         learnable_temperature=False,

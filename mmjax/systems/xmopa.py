@@ -50,7 +50,8 @@ class XMoPA(common.MultimodalSystem):
 
     def __init__(self, encoders, projections, *, predictor_hidden=(256,), predictor_activation="gelu",
                  sample_target=True, stop_gradient_targets=False, reduction="sum", vicreg_weight=0.01,
-                 vicreg_gamma=1.0, vicreg_lambda_var=1.0, vicreg_lambda_cov=1.0, contrastive_weight=0.1,
+                 vicreg_gamma=1.0, vicreg_lambda_var=1.0, vicreg_lambda_cov=1.0, vicreg_use_std=False,
+                 contrastive_weight=0.1,
                  temperature=0.07, learnable_temperature=False, **kwargs):
         super().__init__(encoders, projections, **kwargs)
         if set(self.modalities) != set(MODALITIES):
@@ -60,7 +61,8 @@ class XMoPA(common.MultimodalSystem):
         self.stop_gradient_targets = bool(stop_gradient_targets)
         self.reduction = reduction
         self.vicreg_weight, self.contrastive_weight = float(vicreg_weight), float(contrastive_weight)
-        self.vicreg_kwargs = dict(gamma=vicreg_gamma, lambda_var=vicreg_lambda_var, lambda_cov=vicreg_lambda_cov)
+        self.vicreg_kwargs = dict(gamma=vicreg_gamma, lambda_var=vicreg_lambda_var, lambda_cov=vicreg_lambda_cov,
+                                  use_std=bool(vicreg_use_std))
         self.temperature, self.learnable_temperature = float(temperature), bool(learnable_temperature)
 
     def init_extra(self, rng, latents):
@@ -120,7 +122,8 @@ def make_system(config: ml_collections.ConfigDict) -> XMoPA:
         predictor_hidden=tuple(s.predictor_hidden), predictor_activation=s.predictor_activation,
         sample_target=s.sample_target, stop_gradient_targets=s.stop_gradient_targets, reduction=s.reduction,
         vicreg_weight=s.vicreg_weight, vicreg_gamma=s.vicreg_gamma, vicreg_lambda_var=s.vicreg_lambda_var,
-        vicreg_lambda_cov=s.vicreg_lambda_cov, contrastive_weight=s.contrastive_weight,
+        vicreg_lambda_cov=s.vicreg_lambda_cov, vicreg_use_std=s.get("vicreg_use_std", False),
+        contrastive_weight=s.contrastive_weight,
         temperature=s.temperature, learnable_temperature=s.learnable_temperature,
         stage=s.stage, targets=common.config_dict(s.get("targets")), head_inputs=MODALITIES,
         head_source="latent", head_hidden=tuple(s.head_hidden),
@@ -144,6 +147,7 @@ def system_config(small: bool = False) -> ml_collections.ConfigDict:
         vicreg_gamma=1.0,
         vicreg_lambda_var=1.0,
         vicreg_lambda_cov=1.0,
+        vicreg_use_std=False,
         contrastive_weight=0.1,
         temperature=0.07,
         learnable_temperature=False,

@@ -110,3 +110,15 @@ def test_probe_heads_on_latents(setup):
     assert shapes["head"]["head_gap"]["fc_0"]["kernel"].shape == (96, 32)
     pred = jax.eval_shape(probe.predict, shapes, batch)
     assert pred["gap"].shape == (N,) and pred["crystal_system"].shape == (N, 7)
+
+
+def test_vicreg_std_hinge_option(setup):
+    """``vicreg_use_std`` switches the system's VIC term to the original std hinge (same params)."""
+    _, params, batch, _, _ = setup
+    system = xmopa.make_system(_config(vicreg_use_std=True))
+    loss, metrics, _, z = jax.jit(loss_grads_embed(system))(params, batch)
+    masks = _masks(batch)
+    l_std = np.mean([float(vicreg(z[m], mask=masks[m], use_std=True)) for m in MODS])
+    l_var = np.mean([float(vicreg(z[m], mask=masks[m])) for m in MODS])
+    np.testing.assert_allclose(float(metrics["vicreg"]), l_std, rtol=1e-5)
+    assert abs(l_std - l_var) > 1e-3  # the two hinges differ on these latents
