@@ -283,22 +283,13 @@ def train_subset_indices(config, n_total: int, size: int) -> np.ndarray:
 
 
 def subset_train_iterator(config, data_workdir: str, size: int):
-    """Endless shuffled training Batches over `train_subset_indices` — the ``"train"`` split of
+    """Endless shuffled training Batches over `train_subset_indices`: the ``"train"`` split of
     `mmjax.train.data.featurized_source` restricted to `size` materials (same batching, budgets,
     modalities, targets and normalisation). ``.dataset`` is the subset (len == size)."""
-    from mmjax.data.pipeline import make_batches
-    from mmjax.train.data import HostBatches, config_modalities, config_targets, stored_modalities
+    from mmjax.train.data import featurized_source
 
-    ds = _dataset(config, data_workdir)
-    sub = ds.subset(train_subset_indices(config, len(ds), size))
-    n_dev = jax.device_count()
-    n_local = n_dev // jax.process_count()
-    it = make_batches(sub, int(config.data.batch_per_device) * n_dev, seed=int(config.seed), shuffle=True,
-                      num_epochs=None, devices=n_dev, modalities=config_modalities(config) or stored_modalities(ds),
-                      targets=list(config_targets(config)),
-                      normalize_targets=bool(config.data.get("normalize_targets", False)),
-                      percentile=float(config.data.get("budget_percentile", 95.0)))
-    return HostBatches(it, np.asarray(sub.ids), jax.process_index() * n_local, n_local)
+    return featurized_source(config, "train", workdir=data_workdir,
+                             rows=lambda n: train_subset_indices(config, n, size))
 
 
 def _test_metrics(system, config, workdir, params, data_workdir) -> dict:

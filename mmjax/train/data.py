@@ -430,7 +430,7 @@ class HostBatches:
 
 
 def featurized_source(config: ml_collections.ConfigDict, split: str, input_path: str | None = None, *,
-                      workdir: str | None = None) -> HostBatches:
+                      workdir: str | None = None, rows=None) -> HostBatches:
     """Builder for every ``config.data.source`` except "synthetic" (see the module docstring).
 
     split: "train" (shuffled, endless), "eval" (validation part, one pass), "test", "all", or
@@ -440,6 +440,8 @@ def featurized_source(config: ml_collections.ConfigDict, split: str, input_path:
     (a missing one is named in the error) and the targets of `config_targets` (for a predict
     `input_path`, only those the input has). Regression targets are normalised with the
     manifest's mean / std when ``config.data.normalize_targets``.
+    `rows` (optional): ``rows(n_materials) -> dataset indices`` used instead of the split's
+    (e.g. a training subset for a learning curve); batching stays that of `split`.
     """
     from mmjax.data.pipeline import make_batches
 
@@ -457,7 +459,7 @@ def featurized_source(config: ml_collections.ConfigDict, split: str, input_path:
         part = split if split != "predict" else _opt(_data(config), "predict_split", "test")
         if part not in SPLITS:
             raise ValueError(f"config.data.predict_split={part!r}; expected one of {SPLITS}")
-        idx = split_indices(config, len(ds))[part]
+        idx = split_indices(config, len(ds))[part] if rows is None else np.asarray(rows(len(ds)))
         if len(idx) == 0:
             raise ValueError(f"the {part!r} split of {ds.root} is empty ({len(ds)} materials, split "
                              f"{tuple(_opt(_data(config), 'split', ()))}); use more data or another split")
