@@ -37,7 +37,6 @@ import importlib.util
 import json
 import math
 import pathlib
-import shlex
 import sys
 import time
 
@@ -180,11 +179,11 @@ def main(argv=None) -> int:
         args.eval_every = args.eval_every or 25
     import jax
 
-    from mmjax.eval.fit import hardware_description
+    from mmjax.eval.fit import command_line, hardware_description
     from mmjax.eval.report import format_table, write_json
 
     hardware = hardware_description()
-    command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0]] + list(sys.argv[1:] if argv is None else argv))
+    command = command_line(argv)
     size = "quick" if args.quick else (f"small d{args.d_model}" if args.d_model else "small") if args.small else "paper"
     print(f"command: {command}\nhardware: {json.dumps(hardware)}\nmodel size: {size}")
     rows = []

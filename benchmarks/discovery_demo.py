@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
-import shlex
 import sys
 import time
 
@@ -105,7 +104,7 @@ def plot_curves(results: dict, path: pathlib.Path) -> None:
 
 def main(argv=None) -> int:
     from mmjax.eval.discovery import dos_grid, resample_dos
-    from mmjax.eval.fit import hardware_description
+    from mmjax.eval.fit import command_line, hardware_description
     from mmjax.eval.report import write_json
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -123,7 +122,7 @@ def main(argv=None) -> int:
         return 1
     q = args.quick
     out = pathlib.Path(args.out or rd.DEFAULT_OUT / ("demo_discovery_quick" if q else "demo_discovery"))
-    command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0]] + list(sys.argv[1:] if argv is None else argv))
+    command = command_line(argv)
     hardware = hardware_description()
     print(f"command: {command}\nhardware: {json.dumps(hardware)}")
     t0 = time.time()

@@ -30,7 +30,6 @@ import argparse
 import gzip
 import json
 import pathlib
-import shlex
 import sys
 import time
 
@@ -142,7 +141,7 @@ def format_summary(doc: dict) -> str:
 
 
 def main(argv=None) -> int:
-    from mmjax.eval.fit import hardware_description
+    from mmjax.eval.fit import command_line, hardware_description
     from mmjax.eval.report import write_json
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -163,7 +162,7 @@ def main(argv=None) -> int:
         return 1
     q = args.quick
     out = pathlib.Path(args.out or rd.DEFAULT_OUT / ("demo_latent_quick" if q else "demo_latent"))
-    command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0]] + list(sys.argv[1:] if argv is None else argv))
+    command = command_line(argv)
     hardware = hardware_description()
     print(f"command: {command}\nhardware: {json.dumps(hardware)}")
     t0 = time.time()

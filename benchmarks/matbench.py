@@ -67,7 +67,6 @@ import importlib.util
 import json
 import math
 import pathlib
-import shlex
 import sys
 import time
 
@@ -324,7 +323,7 @@ def main(argv=None) -> int:
 
     import numpy as np
 
-    from mmjax.eval.fit import fit_predict, hardware_description
+    from mmjax.eval.fit import command_line, fit_predict, hardware_description
     import ml_collections
 
     from mmjax.eval.matbench import PROTOCOLS, downstream_config, dummy_fold_maes, load_matbench_labels, run_matbench
@@ -333,7 +332,7 @@ def main(argv=None) -> int:
 
     t_start = time.time()
     hardware = hardware_description()
-    command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0]] + list(sys.argv[1:] if argv is None else argv))
+    command = command_line(argv)
     protocol = args.protocol
     if protocol != "scratch":
         args.system = protocol

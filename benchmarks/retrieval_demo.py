@@ -38,9 +38,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import math
 import pathlib
-import shlex
 import sys
 import time
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -524,9 +522,9 @@ def main(argv=None) -> int:
     mm_steps = args.multimat_steps or (40 if q else 300)
     bs = args.batch_size or (32 if q else 128)
     out = pathlib.Path(args.out or DEFAULT_OUT / ("demo_retrieval_quick" if q else "demo_retrieval"))
-    from mmjax.eval.fit import hardware_description
+    from mmjax.eval.fit import command_line, hardware_description
 
-    command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0]] + list(sys.argv[1:] if argv is None else argv))
+    command = command_line(argv)
     hardware = hardware_description()
     print(f"command: {command}\nhardware: {json.dumps(hardware)}")
     t0 = time.time()

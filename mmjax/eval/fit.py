@@ -320,6 +320,14 @@ def _load_init(state, source, param_shardings):
     return state.replace(params=jax.device_put(merged, param_shardings)), n
 
 
+def command_line(argv=None) -> str:
+    """The shell command that started this script (``argv`` replaces ``sys.argv[1:]`` when given)."""
+    import shlex
+    import sys
+
+    return "python " + " ".join(shlex.quote(a) for a in [sys.argv[0]] + list(sys.argv[1:] if argv is None else argv))
+
+
 def hardware_description() -> dict:
     """Where a benchmark ran: CPU model, logical cores, JAX backend, device kind and count."""
     import platform

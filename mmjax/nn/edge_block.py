@@ -89,10 +89,6 @@ def _forward(P, Q, U, gamma, beta, senders, receivers, edge_mask, layer_norm):
     return out, (saved, s, sp, gamma, beta, senders, receivers, edge_mask)
 
 
-def _fwd(P, Q, U, gamma, beta, senders, receivers, edge_mask, layer_norm):
-    return _forward(P, Q, U, gamma, beta, senders, receivers, edge_mask, layer_norm)
-
-
 def _bwd(layer_norm, res, dout):
     (saved, s, sp, gamma, beta, senders, receivers, edge_mask) = res
     x, rstd = saved
@@ -123,7 +119,7 @@ def _bwd(layer_norm, res, dout):
     return dP, dQ, dg, dgamma, dbeta, None, None, None
 
 
-gated_edge_sum.defvjp(_fwd, _bwd)
+gated_edge_sum.defvjp(_forward, _bwd)
 
 
 def gated_edge_sum_reference(P, Q, U, gamma, beta, senders, receivers, edge_mask, layer_norm: bool = True):
