@@ -14,8 +14,9 @@ Why a custom VJP: autodiff of the same expression makes XLA:CPU materialise seve
 edge-sized ([E, 2A]) intermediates and broadcasts in the backward pass (LayerNorm statistics,
 the two halves of the gate, pads of slices); the hand-written backward keeps only
 ``xhat`` [E, 2A], ``rstd`` [E, 1] and the two gate factors [E, A] from the forward pass
-(only ``sigmoid(core)`` is evaluated again), which roughly halved the measured CPU time of a
-CGCNN convolution's forward+backward in isolation. Values and
+(only ``sigmoid(core)`` is evaluated again). In an isolated micro-benchmark on a busy machine
+this cut one convolution's forward+backward CPU time; in the full CGCNN training step on a quiet
+machine the difference was within noise (see README, "Encoders"). Values and
 gradients equal autodiff of the plain expression (tests/nn/test_edge_block.py).
 """
 
