@@ -5,6 +5,7 @@
     python benchmarks/throughput.py                 # paper model sizes at the rows' full batch (GPU)
     python benchmarks/throughput.py --rows=toy --out=results.json
     python benchmarks/throughput.py --quick --prefetch=0   # input pipeline without prefetching
+    python benchmarks/throughput.py --quick --device_resident=off   # host-assembled batches only
     python benchmarks/throughput.py --quick --rows=cgcnn --delay_ms=10   # I/O-bound input (sleep per batch)
     python benchmarks/throughput.py --paper --peak_tflops=989 --dtype=bfloat16   # MFU against a given peak
 
@@ -24,7 +25,12 @@ slots, n_dev x B_dev, padding included).
     and one untimed step before the clock starts, so a queue filled during the cached pass never hides
     pipeline time. ``pipeline_over_cached`` = pipeline / cached step time; > 1 means the input pipeline
     slows training (goal: <= 1.1).
-``host_batch_ms``: median time to read one batch and put it on the devices without overlap. On a CPU
+``feed``: "device" when the pipeline pass gathers batches on the devices from the dataset put there
+once (``config.data.device_resident``, "auto" by default: `mmjax.data.device_store`; the host then
+only picks record indices; the step program gathers its batch, no prefetch thread), "host" when
+it assembles them on the host (the same batches).
+``host_batch_ms``: median time to read one batch and put it on the devices without overlap (feed
+"device": to read the record indices; the gather runs inside the step program). On a CPU
 backend the "device" is the cores the pipeline runs on, so overlap needs idle cores; ``--delay_ms``
 adds a sleep per batch (like I/O, no CPU) to show overlap independently of core contention.
 ``recompiles``: compilations of the step after the first (must be 0: every batch has one shape).
@@ -228,7 +234,7 @@ def benchmark_system(system, config, *, n_warmup: int = 2, n_repeat: int = 5, st
     `delay_s`: extra sleep per batch in the pipeline timing (simulated I/O).
     `peak`: peak TFLOP/s per device for MFU (None: `peak_tflops` of the device kind).
     """
-    from mmjax.train.data import build_iterator
+    from mmjax.train.data import build_iterator, device_feed
     from mmjax.train.loop import build_engine
     from mmjax.train.prefetch import Prefetcher, batch_put_fn
     from mmjax.train.state import init_state
@@ -240,7 +246,10 @@ def benchmark_system(system, config, *, n_warmup: int = 2, n_repeat: int = 5, st
     mesh = eng["mesh"]
     state = init_state(system, eng["tx"], eng["rng"], eng["example"], eng["shardings"])
     n_params = sum(int(x.size) for x in jax.tree.leaves(state.params))
-    step = make_train_step(system, eng["tx"], eng["schedule"], eng["shardings"], mesh)
+    # the loop's feed: device-resident batches when config.data.device_resident allows, else host batches
+    source, feed_put, store = device_feed(it, config, mesh)
+    feed_kind = "host" if store is None else "device"
+    step = make_train_step(system, eng["tx"], eng["schedule"], eng["shardings"], mesh, store=store)
     put = batch_put_fn(mesh)
     cached = [put(first)] + [put(next(it)) for _ in range(steps - 1)]  # distinct batches, pre-transferred
     t0 = time.perf_counter()
@@ -251,10 +260,12 @@ def benchmark_system(system, config, *, n_warmup: int = 2, n_repeat: int = 5, st
     n_compiled = _cache_size(step)
 
     if delay_s:
-        it = _Delayed(it, delay_s)
-    t_host = host_batch_time(it, mesh, max(steps, 5), put)
+        source = _Delayed(source, delay_s)
+    t_host = host_batch_time(source, mesh, max(steps, 5), feed_put)
     prefetch = int(config.data.get("prefetch", 2)) if prefetch is None else int(prefetch)
-    res = measure_interleaved(step, state, cached, lambda: Prefetcher(it, put, prefetch),
+    if store is not None:  # as the loop: no thread, nothing awaited (see mmjax.train.loop)
+        prefetch = 0
+    res = measure_interleaved(step, state, cached, lambda: Prefetcher(source, feed_put, prefetch, wait=store is None),
                               steps=steps, n_repeat=n_repeat, n_warmup=n_warmup)
     n_dev = jax.device_count()
     kind = jax.devices()[0].device_kind
@@ -269,7 +280,8 @@ def benchmark_system(system, config, *, n_warmup: int = 2, n_repeat: int = 5, st
         "pipeline_samples_per_s": samples / res["pipeline_step_s"],
         "cached_pass_ms": [round(1e3 * t, 3) for t in res["cached_s"]],
         "pipeline_pass_ms": [round(1e3 * t, 3) for t in res["pipeline_s"]],
-        "steps_per_pass": steps, "passes": n_repeat, "prefetch": prefetch, "host_batch_ms": 1e3 * t_host,
+        "steps_per_pass": steps, "passes": n_repeat, "prefetch": prefetch, "feed": feed_kind,
+        "host_batch_ms": 1e3 * t_host,
         "delay_ms": 1e3 * delay_s, "compile_s": compile_s,
         "recompiles": (after - n_compiled) if after is not None and n_compiled is not None else None,
         **cols,
@@ -389,6 +401,8 @@ def main(argv=None) -> list[dict]:
                    help="config.train.compute_dtype (default: the config's)")
     p.add_argument("--peak_tflops", type=float, default=None,
                    help="peak TFLOP/s per device for the MFU column (default: by device kind; CPU none)")
+    p.add_argument("--device_resident", choices=("auto", "on", "off"), default=None,
+                   help="config.data.device_resident of featurised rows (default: the config's, 'auto')")
     args = p.parse_args(argv)
     kind = "small" if args.quick else "paper" if args.paper else "full"
     n_warmup, n_repeat, steps = REPEATS[kind]
@@ -404,6 +418,8 @@ def main(argv=None) -> list[dict]:
         if args.dtype:
             config.train.compute_dtype = args.dtype
             system, config = ROWS[name](kind, args.slots) if name == "toy" else _rebuild(config)
+        if args.device_resident and "device_resident" in config.data:
+            config.data.device_resident = args.device_resident
         row = {"row": name, "size": kind,
                **benchmark_system(system, config, n_warmup=n_warmup, n_repeat=n_repeat, steps=steps,
                                   prefetch=args.prefetch, delay_s=args.delay_ms / 1e3, peak=args.peak_tflops)}

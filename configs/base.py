@@ -50,6 +50,9 @@ def make_base() -> ml_collections.ConfigDict:
         split=(0.8, 0.1, 0.1),    # train / eval / test fractions (random, split_seed)
         split_seed=0,
         budget_percentile=95.0,   # graph padding budget per device from this percentile of sizes
+        device_resident="auto",   # training batches gathered on the devices from the whole dataset put
+                                  # there once ("on" | "off" | "auto": on if <= device_resident_max_mb)
+        device_resident_max_mb=1024.0,
         num_workers=2,            # featurisation worker processes (0 = in-process)
         num_shards=1,             # --mode=featurize as a job array: K tasks with shard_index 0..K-1,
         shard_index=0,            # then one with shard_index=-1 merges (mmjax.train.data.featurize_shard)

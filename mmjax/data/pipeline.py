@@ -570,7 +570,8 @@ class BatchIterator:
         self.position += k
         return idx[:k].tolist(), (not carried and k < slots)
 
-    def __next__(self) -> dict:
+    def _next_groups(self) -> list[list[int]]:
+        """The next batch's dataset indices per device (advances the stream, sets ``last_indices``)."""
         crystal = "crystal" in self.assembler.modalities
         start = self.position
         groups, ran_out = [], False
@@ -581,16 +582,38 @@ class BatchIterator:
         if not any(groups) or (ran_out and self.drop_remainder):
             self.position = start if not any(groups) else self.position
             raise StopIteration
-        if self.vectorized:
-            batch = self.assembler.assemble_indices(self._gather, groups)
-        else:
-            batch = self.assembler.assemble([[self.dataset.record(i, self.assembler.keys) for i in g] for g in groups])
         last = np.full((self.assembler.n_dev, self.assembler.slots), -1, np.int64)
         for d, g in enumerate(groups):
             last[d, :len(g)] = g
         self.last_indices = last
         self.batches += 1
-        return batch
+        return groups
+
+    def __next__(self) -> dict:
+        groups = self._next_groups()
+        if self.vectorized:
+            return self.assembler.assemble_indices(self._gather, groups)
+        return self.assembler.assemble([[self.dataset.record(i, self.assembler.keys) for i in g] for g in groups])
+
+    def next_indices(self) -> dict:
+        """The next batch as record indices only: ``{"record_index": int32 [n_dev, B_dev]}`` (-1 =
+        empty slot), for `mmjax.data.device_store.DeviceStore` (same stream and state as ``__next__``)."""
+        self._next_groups()
+        return {"record_index": self.last_indices.astype(np.int32)}
+
+    def device_store(self, finalize=None):
+        """A `mmjax.data.device_store.DeviceStore` of every record of this iterator's dataset,
+        making the Batches this iterator makes (``finalize``: host post-processing of a Batch)."""
+        from mmjax.data.device_store import DeviceStore
+
+        return DeviceStore.build(self.assembler, self._gather or ColumnGather(self.dataset), len(self.dataset),
+                                 finalize=finalize)
+
+    def device_store_nbytes(self) -> int:
+        """Size estimate (bytes) of `device_store` without building it."""
+        from mmjax.data.device_store import estimate_nbytes
+
+        return estimate_nbytes(self.assembler, self.dataset)
 
 
 def check_dataset_budget(dataset: Dataset, budget: GraphBudget) -> None:

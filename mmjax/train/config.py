@@ -43,4 +43,5 @@ def base_config() -> ml_collections.ConfigDict:
 
 
 # Config keys that may differ between a checkpoint and the resuming run without changing results.
-RESUME_IGNORED_KEYS = ("resume_mismatch", "train.progress", "train.log_every", "data.delay_s", "data.prefetch")
+RESUME_IGNORED_KEYS = ("resume_mismatch", "train.progress", "train.log_every", "data.delay_s", "data.prefetch",
+                      "data.device_resident", "data.device_resident_max_mb")

@@ -406,15 +406,26 @@ class HostBatches:
         return self
 
     def __next__(self) -> Batch:
-        batch = next(self.inner)
-        for name, off in CLASS_LABEL_OFFSETS.items():
-            t = batch.get("targets", {})
-            if off and name in t and t[name].dtype.kind in "iu":
-                t[name] = np.where(batch["target_mask"][name], t[name] - off, 0).astype(np.int32)
-        if self.n_local == batch["slot_valid"].shape[0]:
+        return self._local(shift_class_labels(next(self.inner)))
+
+    def _local(self, batch: Batch) -> Batch:
+        """This process's device rows of a global batch."""
+        if self.n_local == batch["slot_valid" if "slot_valid" in batch else "record_index"].shape[0]:
             return batch
         sl = slice(self.lo, self.lo + self.n_local)
         return jax.tree.map(lambda x: x[sl], batch)
+
+    def device_feed(self, max_bytes: int | None = None):
+        """``(index_iterator, store)`` for device-resident batches, or None if the store would
+        exceed `max_bytes` (estimate; None = no limit).
+
+        ``store.put_fn(mesh)(next(index_iterator))`` is the Batch ``batch_put_fn(mesh)(next(self))``
+        would give (same stream, same state, bit for bit; `mmjax.data.device_store`); only record
+        indices are read per step. The index iterator shares this iterator's position."""
+        inner = self.inner
+        if max_bytes is not None and inner.device_store_nbytes() > max_bytes:
+            return None
+        return _IndexBatches(self), inner.device_store(finalize=shift_class_labels)
 
     def last_ids(self) -> np.ndarray:
         idx = self.inner.last_indices
@@ -427,6 +438,66 @@ class HostBatches:
 
     def set_state(self, state: dict) -> None:
         self.inner.set_state(state)
+
+
+def shift_class_labels(batch: Batch) -> Batch:
+    """Class targets stored 1-based (`CLASS_LABEL_OFFSETS`) -> 0-based (0 where unlabelled), in place."""
+    t = batch.get("targets", {})
+    for name, off in CLASS_LABEL_OFFSETS.items():
+        if off and name in t and t[name].dtype.kind in "iu":
+            t[name] = np.where(batch["target_mask"][name], t[name] - off, 0).astype(np.int32)
+    return batch
+
+
+class _IndexBatches:
+    """`HostBatches` yielding ``{"record_index": int32 [n_local_dev, B_dev]}`` (see ``device_feed``)."""
+
+    def __init__(self, host: HostBatches):
+        self.host = host
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> Batch:
+        return self.host._local(self.host.inner.next_indices())
+
+    def get_state(self) -> dict:
+        return self.host.get_state()
+
+    def set_state(self, state: dict) -> None:
+        self.host.set_state(state)
+
+
+def device_feed(iterator, config, mesh):
+    """``(source, put_fn, store)``: what the training loop feeds from.
+
+    Device-resident data (``config.data.device_resident`` "on", or "auto" and the store at most
+    ``config.data.device_resident_max_mb`` MiB per device; featurised sources only): `source`
+    yields ``{"record_index": [n_local_dev, B_dev]}``, `put_fn` readies it for the step and
+    `store` is the `mmjax.data.device_store.DeviceStore` to build the step with
+    (`mmjax.train.step.make_train_step`), which gathers the Batch on the devices. Otherwise
+    ``(iterator, batch_put_fn(mesh), None)``: host-assembled Batches. Both train on the same
+    Batches."""
+    from mmjax.train.prefetch import batch_put_fn
+
+    mode = str(_opt(_data(config), "device_resident", "off"))
+    if mode not in ("auto", "on", "off"):
+        raise ValueError(f"config.data.device_resident={mode!r}; expected 'auto', 'on' or 'off'")
+    if mode != "off":
+        if not hasattr(iterator, "device_feed"):
+            if mode == "on":
+                raise ValueError(f"config.data.device_resident='on' but the data source "
+                                 f"{config.data.source!r} has no device-resident mode (featurised stores do)")
+        else:
+            limit = None if mode == "on" else int(float(_opt(_data(config), "device_resident_max_mb", 1024)) * 2**20)
+            feed = iterator.device_feed(limit)
+            if feed is not None:
+                source, store = feed
+                log.info("device-resident batches: %s records on every device (%.1f MiB)", len(iterator.dataset),
+                         store.nbytes / 2**20)
+                return source, store.index_put_fn(mesh), store
+            log.info("device-resident batches off: the store would exceed %s MiB per device", limit / 2**20)
+    return iterator, batch_put_fn(mesh), None
 
 
 def featurized_source(config: ml_collections.ConfigDict, split: str, input_path: str | None = None, *,

@@ -24,10 +24,10 @@ import numpy as np
 from mmjax.train import mesh as mesh_lib
 from mmjax.train.checkpoint import Checkpointer, load_params
 from mmjax.train.config import RESUME_IGNORED_KEYS
-from mmjax.train.data import peek
+from mmjax.train.data import device_feed, peek
 from mmjax.train.metrics import MetricWriter, Progress, Throughput
 from mmjax.train.optim import build_optimizer
-from mmjax.train.prefetch import prefetch_to_mesh
+from mmjax.train.prefetch import Prefetcher
 from mmjax.train.state import TrainState, abstract_state, init_state
 from mmjax.train.step import make_eval_step, make_train_step
 
@@ -185,7 +185,10 @@ def train(system, config: ml_collections.ConfigDict, workdir: str, train_iter,
     if step != start_step:
         raise RuntimeError(f"checkpoint step {start_step} holds state.step={step}")
 
-    train_step = make_train_step(system, eng["tx"], eng["schedule"], shardings, mesh)
+    # With ``data.device_resident`` the dataset's columns are on the devices, only record indices are
+    # read here and the step gathers its Batch itself (`mmjax.train.data.device_feed`; same batches).
+    source, put_fn, store = device_feed(train_iter, config, mesh)
+    train_step = make_train_step(system, eng["tx"], eng["schedule"], shardings, mesh, store=store)
     eval_step = make_eval_step(system, shardings.params, mesh) if eval_iter_fn is not None else None
     eval_rng = jax.random.PRNGKey(config.seed + 1)
     writer = MetricWriter(workdir)
@@ -198,7 +201,9 @@ def train(system, config: ml_collections.ConfigDict, workdir: str, train_iter,
 
     # Batches are read and put on the devices `data.prefetch` steps ahead by a thread; the state
     # saved in checkpoints is that of the last batch trained on (feed.get_state()).
-    feed = prefetch_to_mesh(train_iter, mesh, int(config.data.get("prefetch", 2)), limit=total - step)
+    # Store-fed steps need no thread: reading indices is ~50 us and dispatch is asynchronous.
+    prefetch = 0 if store is not None else int(config.data.get("prefetch", 2))
+    feed = Prefetcher(source, put_fn, prefetch, limit=total - step, wait=store is None)
 
     def meta_now(s: int) -> dict:
         return {"config": cfg_json, "data_state": feed.get_state(), "step": s, "best": best}

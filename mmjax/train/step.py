@@ -53,18 +53,46 @@ def train_step_fn(system, tx: optax.GradientTransformation, schedule: optax.Sche
     return step
 
 
-def make_train_step(system, tx, schedule, state_shardings: TrainState, mesh: Mesh) -> Callable:
+def make_train_step(system, tx, schedule, state_shardings: TrainState, mesh: Mesh, store=None) -> Callable:
     """`train_step_fn` under `jax.jit` with explicit shardings; the input state is donated.
 
     Call as ``state, metrics = step(state, batch)`` with a global batch (`mesh.host_to_global`).
     Metrics come back replicated, as device arrays: fetch them only when logging.
+
+    store: a `mmjax.data.device_store.DeviceStore` (device-resident data): the step then also takes
+    ``batch = {"record_index": int32 [n_dev, B_dev]}`` and gathers the Batch from the store inside
+    the same program (one dispatch per step; the store is placed on the devices here). Full
+    Batches still go to the plain program.
     """
-    return jax.jit(
-        train_step_fn(system, tx, schedule),
-        in_shardings=(state_shardings, mesh_lib.batch_sharding(mesh)),
-        out_shardings=(state_shardings, mesh_lib.replicated(mesh)),
-        donate_argnums=(0,),
-    )
+    body = train_step_fn(system, tx, schedule)
+    plain = jax.jit(body, in_shardings=(state_shardings, mesh_lib.batch_sharding(mesh)),
+                    out_shardings=(state_shardings, mesh_lib.replicated(mesh)), donate_argnums=(0,))
+    if store is None:
+        return plain
+    arrays, gather = store.placed(mesh)
+    fused = jax.jit(lambda state, arrays, idx: body(state, gather(arrays, idx)),
+                    in_shardings=(state_shardings, mesh_lib.replicated(mesh), mesh_lib.batch_sharding(mesh)),
+                    out_shardings=(state_shardings, mesh_lib.replicated(mesh)), donate_argnums=(0,))
+    return StoreFedStep(plain, fused, arrays)
+
+
+class StoreFedStep:
+    """``step(state, batch)``: ``{"record_index": ...}`` batches run the fused gather + step program
+    on the device-resident store, full Batches the plain program (see `make_train_step`)."""
+
+    def __init__(self, plain, fused, arrays):
+        self.plain, self.fused, self.arrays = plain, fused, arrays
+
+    def __call__(self, state, batch):
+        if "record_index" in batch:
+            return self.fused(state, self.arrays, batch["record_index"])
+        return self.plain(state, batch)
+
+    def lower(self, state, batch):
+        return self.plain.lower(state, batch)
+
+    def _cache_size(self) -> int:
+        return self.plain._cache_size() + self.fused._cache_size()
 
 
 def make_eval_step(system, params_shardings: PyTree, mesh: Mesh) -> Callable:

@@ -159,3 +159,50 @@ def test_dataset_without_a_needed_modality_is_named(tmp_path):
     config.data.targets = ("y",)
     with pytest.raises(ValueError, match="needs modality 'xrd'"):
         data_lib.build_iterator(config, "train", workdir=str(tmp_path))
+
+
+@pytest.mark.parametrize("system", ["xxact", "cgcnn"])
+def test_device_resident_batches_train_to_the_same_parameters(system, tmp_path, caplog):
+    """``data.device_resident`` on vs off: the same batches reach the same compiled step, so the
+    parameters after training are bit-identical (crystal graphs for CGCNN; a 1-based class label
+    shifted to 0-based for XxaCT-NN)."""
+    if system == "xxact":
+        config = tiny_config()
+        config.data.targets = ("ewald_energy_per_atom", "space_group")
+    else:
+        config = load_config("cgcnn")
+        config.data.update(dict(num_materials=40, num_workers=0, batch_per_device=2, split=(0.6, 0.2, 0.2)))
+        config.train.update(dict(steps=3, log_every=1, eval_every=0, progress=False))
+    config.train.steps = 4
+    config.data.data_dir = str(tmp_path / "data")
+    params = {}
+    for mode in ("off", "on"):
+        config.data.device_resident = mode
+        with caplog.at_level("INFO", logger="mmjax.train.data"):
+            run_train(config, str(tmp_path / mode))
+        params[mode] = load_params(tmp_path / mode)
+    assert "device-resident batches: 24 records" in caplog.text
+    leaves_off, leaves_on = jax.tree.leaves(params["off"]), jax.tree.leaves(params["on"])
+    assert jax.tree.structure(params["off"]) == jax.tree.structure(params["on"]) and len(leaves_on) > 3
+    for a, b in zip(leaves_off, leaves_on):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_device_resident_auto_respects_the_size_limit_and_rejects_bad_values(tmp_path):
+    from mmjax.train.mesh import make_mesh
+
+    config = tiny_config()
+    config.data.data_dir = str(tmp_path / "data")
+    it = data_lib.build_iterator(config, "train")
+    mesh = make_mesh()
+    config.data.device_resident_max_mb = 1e-6  # ~1 byte: the store does not fit
+    source, put, store = data_lib.device_feed(it, config, mesh)
+    assert source is it and store is None and put(next(source))["xrd"].shape[:2] == (8, 2)
+    config.data.device_resident_max_mb = 100.0
+    source, put, store = data_lib.device_feed(it, config, mesh)
+    batch = next(source)
+    assert set(batch) == {"record_index"} and batch["record_index"].shape == (8, 2)
+    assert 0 < store.nbytes < 2**20 and store.put_fn(mesh)(put(batch))["xrd"].shape[:2] == (8, 2)
+    config.data.device_resident = "yes"
+    with pytest.raises(ValueError, match="device_resident='yes'"):
+        data_lib.device_feed(it, config, mesh)

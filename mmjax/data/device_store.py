@@ -1,0 +1,219 @@
+"""Device-resident batches: the dataset's columns live on the devices, batches are gathered there.
+
+For a dataset that fits in device memory, the host work per training step shrinks to choosing the
+record indices (``int32 [n_dev, B_dev]``, -1 = empty slot): the columns a `BatchAssembler` needs
+are assembled once for all R records (`DeviceStore.build`, by the assembler's own column-wise code
+with one "device" of R slots), put on every device, and each step's Batch is gathered from them by
+a jitted function (`DeviceStore.put_fn`). The result equals, leaf for leaf and bit for bit, the
+Batch that ``assembler.assemble_indices`` builds on the host for the same indices and
+`mmjax.train.prefetch.batch_put_fn` puts on the mesh (tests/data/test_device_store.py), so a run
+trains to the same parameters either way; only the host time differs (on a 2-core CPU the host
+assembly competes with XLA for the cores; on a GPU it is the Python work at 10^4 samples/s).
+
+Layout on the device (``arrays``; R records, N_tot / E_tot nodes / edges of all records):
+  * every Batch leaf of a fixed shape per slot (XRD, text, charge density, DOS densities and mask,
+    composition rows, targets, presence flags): ``[R, ...]`` rows, gathered by record index (0 in
+    empty slots); the DOS energy grid ``[L]`` once (every slot's, as on the host);
+  * crystal graphs: the R graphs concatenated (``nodes`` int32 [N_tot + 1], ``senders`` /
+    ``receivers`` int32 [E_tot + 1] with all-records node numbering, edge features [E_tot + 1]),
+    with per-record node / edge counts and offsets int32 [R]; a micro-batch's graphs are packed
+    into the per-device budget (N, E) exactly as the host does: nodes and edges of slot j after
+    those of slots < j, padding edges joining the first padding node, ``n_node[B] = N - nodes``.
+Memory: ``nbytes`` (the sum over arrays), held once per device (replicated).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mmjax.data.budgets import GraphBudget
+
+PyTree = Any
+
+
+def estimate_nbytes(assembler, dataset) -> int:
+    """Bytes `DeviceStore.build` would hold for `dataset` under `assembler` (from the schema and the
+    graph sizes, without reading any column)."""
+    R = len(dataset)
+    per_record = 1 + len(assembler.modalities) + 5 * len(assembler.targets)  # slot_valid, present, targets
+    total = 0
+    for m in assembler.modalities:
+        if m == "crystal":
+            nodes, edges = dataset.graph_sizes()
+            per_edge = 12 + sum(np.dtype(dt).itemsize for _, dt in _edge_extras(assembler))
+            total += 4 * int(np.sum(nodes)) + per_edge * int(np.sum(edges))
+            per_record += 16
+        elif m == "composition":
+            per_record += 9 * assembler.max_elements
+        elif m == "dos":
+            per_record += 9 * len(assembler.dos_grid)
+        elif m in ("xrd", "text", "charge_density"):
+            key = {"text": "text_embedding"}.get(m, m)
+            per_record += 4 * int(np.prod(assembler.schema[key]["shape"]))
+    return total + R * per_record
+
+
+def _edge_extras(assembler):
+    from mmjax.data.pipeline import _OPTIONAL_EDGE_KEYS
+
+    return [_OPTIONAL_EDGE_KEYS[k] for k in assembler.edge_extra]
+
+
+def _slot_of(ends, positions):
+    """``searchsorted(ends, positions, side="right")`` (ends: inclusive cumulative sums [B]): one fused
+    comparison for small problems, a sort-based search for large ones."""
+    method = "compare_all" if ends.shape[0] * positions.shape[0] <= 2**22 else "sort"
+    return jnp.searchsorted(ends, positions, side="right", method=method).astype(jnp.int32)
+
+
+class DeviceStore:
+    """All records of a dataset view as device-ready arrays, and the per-device batch gather.
+
+    Build with `DeviceStore.build`; ``arrays`` (numpy) is the store, ``budget`` the per-device
+    graph budget of the batches it makes, ``slots`` = B_dev.
+    """
+
+    def __init__(self, arrays: dict, budget: GraphBudget | None, slots: int):
+        self.arrays, self.budget, self.slots = arrays, budget, int(slots)
+
+    @property
+    def nbytes(self) -> int:
+        return int(sum(np.asarray(x).nbytes for x in jax.tree.leaves(self.arrays)))
+
+    @classmethod
+    def build(cls, assembler, gather, num_records: int,
+              finalize: Callable[[dict], dict] | None = None) -> "DeviceStore":
+        """The store of records ``0 .. num_records - 1`` of ``gather.dataset``.
+
+        assembler: the `mmjax.data.pipeline.BatchAssembler` whose batches this store reproduces
+          (modalities, targets, normalisation, max_elements, budget, slots per device).
+        gather: its `ColumnGather`. finalize: the host post-processing applied to every Batch
+          (e.g. class-label offsets), applied here to the rows once.
+        """
+        R = int(num_records)
+        if R < 1:
+            raise ValueError("a device store needs at least one record")
+        whole = copy.copy(assembler)  # the same assembler, laid out as one device of R slots
+        whole.n_dev, whole.slots = 1, R
+        graphs = None
+        if "crystal" in assembler.modalities:
+            nodes, edges = gather.dataset.graph_sizes()
+            nodes, edges = np.asarray(nodes[:R], np.int64), np.asarray(edges[:R], np.int64)
+            whole.budget = GraphBudget(int(nodes.sum()) + 2, int(edges.sum()) + 1)
+        rows = whole.assemble_indices(gather, [list(range(R))])
+        if finalize is not None:
+            rows = finalize(rows)
+        arrays = {k: v for k, v in rows.items() if k != "crystal"}
+        arrays = jax.tree.map(lambda x: np.ascontiguousarray(x[0]), arrays)  # drop the device axis
+        if "dos" in arrays:  # the energy grid is every slot's (empty ones too): kept once
+            arrays["dos"]["energies"] = np.ascontiguousarray(arrays["dos"]["energies"][0])
+        if "crystal" in assembler.modalities:
+            g = rows["crystal"]
+            nn, ne = g.n_node[0, :R].astype(np.int32), g.n_edge[0, :R].astype(np.int32)
+            graphs = {
+                "nodes": g.nodes["atomic_numbers"][0], "senders": g.senders[0], "receivers": g.receivers[0],
+                "edges": {k: v[0] for k, v in g.edges.items()},
+                "n_node": nn, "n_edge": ne,
+                "node_offset": (np.cumsum(nn) - nn).astype(np.int32),
+                "edge_offset": (np.cumsum(ne) - ne).astype(np.int32),
+            }
+            arrays["crystal"] = graphs
+        return cls(arrays, assembler.budget, assembler.slots)
+
+    # ------------------------------------------------------------------ device side
+
+    def gather_one(self, arrays: dict, idx: jax.Array) -> dict:
+        """One device's Batch from record indices ``idx`` int32 [B] (-1 = empty slot); jnp, jittable."""
+        valid = idx >= 0
+        safe = jnp.where(valid, idx, 0)
+
+        def rows(x):
+            v = valid.reshape(valid.shape + (1,) * (x.ndim - 1))
+            return jnp.where(v, x[safe], jnp.zeros((), x.dtype))
+
+        out = {k: jax.tree.map(rows, v) for k, v in arrays.items() if k not in ("crystal", "slot_valid")}
+        out["slot_valid"] = valid
+        if "dos" in arrays:
+            grid = arrays["dos"]["energies"]
+            out["dos"]["energies"] = jnp.broadcast_to(grid, valid.shape + grid.shape)
+        if "crystal" in arrays:
+            out["crystal"] = self._pack_graphs(arrays["crystal"], valid, safe)
+        return out
+
+    def _pack_graphs(self, g: dict, valid, safe):
+        import jraph
+
+        N, E = self.budget.n_node, self.budget.n_edge
+        B = valid.shape[0]
+        nn = jnp.where(valid, g["n_node"][safe], 0)
+        ne = jnp.where(valid, g["n_edge"][safe], 0)
+        cn, ce = jnp.cumsum(nn), jnp.cumsum(ne)
+        node_start, edge_start = cn - nn, ce - ne
+        tn, te = cn[-1], ce[-1]
+        # node k of the micro-batch belongs to slot searchsorted(cn, k, "right") (empty slots skipped)
+        k = jnp.arange(N, dtype=jnp.int32)
+        slot_n = jnp.minimum(_slot_of(cn, k), B - 1)
+        real_n = k < tn
+        src_n = jnp.where(real_n, g["node_offset"][safe[slot_n]] + k - node_start[slot_n], 0)
+        nodes = jnp.where(real_n, g["nodes"][src_n], 0)
+        j = jnp.arange(E, dtype=jnp.int32)
+        slot_e = jnp.minimum(_slot_of(ce, j), B - 1)
+        real_e = j < te
+        src_e = jnp.where(real_e, g["edge_offset"][safe[slot_e]] + j - edge_start[slot_e], 0)
+        shift = node_start[slot_e] - g["node_offset"][safe[slot_e]]  # store numbering -> micro-batch numbering
+        senders = jnp.where(real_e, g["senders"][src_e] + shift, tn).astype(jnp.int32)
+        receivers = jnp.where(real_e, g["receivers"][src_e] + shift, tn).astype(jnp.int32)
+        edges = {name: jnp.where(real_e, x[src_e], jnp.zeros((), x.dtype)) for name, x in g["edges"].items()}
+        n_node = jnp.concatenate([nn, (N - tn)[None]]).astype(jnp.int32)
+        n_edge = jnp.concatenate([ne, (E - te)[None]]).astype(jnp.int32)
+        return jraph.GraphsTuple(nodes={"atomic_numbers": nodes.astype(jnp.int32)}, edges=edges,
+                                 senders=senders, receivers=receivers, n_node=n_node, n_edge=n_edge,
+                                 globals=None)
+
+    def placed(self, mesh) -> tuple[PyTree, Callable]:
+        """``(arrays, gather)``: the store on every device of `mesh` (replicated, placed once per
+        call) and ``gather(arrays, record_index) -> Batch``, a jnp function usable inside any jit:
+        record_index int32 [n_dev, B_dev] sharded ``P("data")`` -> the global Batch, each device
+        gathering its own rows (``shard_map``)."""
+        from jax.sharding import NamedSharding, PartitionSpec as P
+
+        from mmjax.train import mesh as mesh_lib
+
+        rep = NamedSharding(mesh, P())
+        arrays = jax.tree.map(lambda x: jax.make_array_from_callback(x.shape, rep, lambda i, x=x: x[i]),
+                              self.arrays)
+        axis = mesh_lib.batch_sharding(mesh).spec[0]
+
+        def per_shard(arrays, idx):
+            return jax.vmap(lambda i: self.gather_one(arrays, i))(idx)
+
+        return arrays, jax.shard_map(per_shard, mesh=mesh, in_specs=(P(), P(axis)), out_specs=P(axis),
+                                     check_vma=False)
+
+    def index_put_fn(self, mesh) -> Callable[[dict], dict]:
+        """Host ``{"record_index": [n_local_dev, B_dev]}`` -> what a store-fed step takes: the numpy
+        array itself on one process (jit's argument path moves it), a global array on several."""
+        from mmjax.train import mesh as mesh_lib
+
+        if jax.process_count() == 1:
+            return lambda b: {"record_index": np.asarray(b["record_index"], np.int32)}
+        return lambda b: {"record_index": mesh_lib.host_to_global(np.asarray(b["record_index"], np.int32), mesh)}
+
+    def put_fn(self, mesh) -> Callable[[dict], PyTree]:
+        """``{"record_index": int32 [n_local_dev, B_dev]}`` (host) -> the global Batch on `mesh`,
+        sharded ``P("data")`` like `mmjax.train.prefetch.batch_put_fn`'s; one jitted gather per call.
+        (The training loop fuses the gather into the step instead: `mmjax.train.step.make_train_step`.)"""
+        from mmjax.train import mesh as mesh_lib
+
+        arrays, gather = self.placed(mesh)
+        data = mesh_lib.batch_sharding(mesh)
+        # the host index array goes straight into the jitted call (its C++ argument path moves it,
+        # several times faster than a separate device_put of a small array)
+        jitted = jax.jit(gather, in_shardings=(mesh_lib.replicated(mesh), data), out_shardings=data)
+        to_idx = self.index_put_fn(mesh)
+        return lambda host_batch: jitted(arrays, to_idx(host_batch)["record_index"])
