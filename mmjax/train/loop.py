@@ -267,6 +267,7 @@ def train(system, config: ml_collections.ConfigDict, workdir: str, train_iter,
         "best": best, "samples_per_s": thr.mean_rate(), "samples_per_step": samples_per_step,
         "wall_s": time.time() - t_start, "devices": jax.device_count(), "processes": jax.process_count(),
         "device_kind": jax.devices()[0].device_kind, "workdir": workdir,
+        "feed": "host" if store is None else "device",  # where batches were assembled (data.device_resident)
     }
     writer.write(total, {}, event="summary")
     writer.close()

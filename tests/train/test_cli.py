@@ -126,3 +126,30 @@ def test_two_processes_of_four_devices_match_one_process_of_eight(reference, tmp
     assert sorted(mp) == [5, 10, 15, 20, 25, 30]
     np.testing.assert_allclose([mp[s] for s in sorted(mp)], [ref[s] for s in sorted(mp)], rtol=1e-6)
     assert_same_params(reference, tmp_path)
+
+
+def test_two_processes_with_device_resident_data_match_one_process(tmp_path):
+    """CGCNN :small on the embedded default with the store on every device (data.device_resident=on):
+    2 processes x 4 CPU devices train to the parameters of one process with 8 devices."""
+    sys.path.insert(0, str(HERE.parent / "systems"))
+    from xxact_helpers import load_config
+
+    overrides = {"data.num_materials": 48, "data.num_workers": 0, "data.batch_per_device": 2,
+                 "data.device_resident": "on", "data.data_dir": str(tmp_path / "data"), "train.steps": 4,
+                 "train.log_every": 2, "train.eval_every": 0, "train.progress": False}
+    config = load_config("cgcnn")
+    for k, v in overrides.items():
+        section, key = k.split(".")
+        config[section][key] = v
+    run_train(config, str(tmp_path / "one"))  # also featurises into data_dir, which both processes re-use
+    args = [f"--config={REPO / 'configs' / 'cgcnn.py'}:small", f"--workdir={tmp_path / 'two'}",
+            *[f"--config.{k}={v}" for k, v in overrides.items()]]
+    cmd = ["bash", str(REPO / "launch" / "local_multiprocess.sh"), "-n", "2", "-c", "4", "-p", str(free_port()),
+           "--", *args]
+    out = subprocess.run(cmd, cwd=REPO, env=dict(os.environ, PYTHON=sys.executable), capture_output=True,
+                         text=True, timeout=400)
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert summary["processes"] == 2 and summary["devices"] == 8 and summary["feed"] == "device"
+    assert json.loads((tmp_path / "one" / "summary.json").read_text())["feed"] == "device"
+    assert_same_params(tmp_path / "one", tmp_path / "two")

@@ -179,7 +179,8 @@ def test_device_resident_batches_train_to_the_same_parameters(system, tmp_path, 
     for mode in ("off", "on"):
         config.data.device_resident = mode
         with caplog.at_level("INFO", logger="mmjax.train.data"):
-            run_train(config, str(tmp_path / mode))
+            summary = run_train(config, str(tmp_path / mode))
+        assert summary["feed"] == {"off": "host", "on": "device"}[mode]
         params[mode] = load_params(tmp_path / mode)
     assert "device-resident batches: 24 records" in caplog.text
     leaves_off, leaves_on = jax.tree.leaves(params["off"]), jax.tree.leaves(params["on"])
@@ -206,3 +207,23 @@ def test_device_resident_auto_respects_the_size_limit_and_rejects_bad_values(tmp
     config.data.device_resident = "yes"
     with pytest.raises(ValueError, match="device_resident='yes'"):
         data_lib.device_feed(it, config, mesh)
+
+
+def test_device_resident_run_resumes_to_the_same_parameters(tmp_path):
+    """A device-resident run whose last checkpoint is lost resumes from the one before (the record
+    index stream's state is in it) and ends with the same parameters, bit for bit."""
+    import shutil
+
+    config = tiny_config()
+    config.train.steps = 4
+    config.checkpoint.every = 2
+    config.checkpoint.keep = 3
+    config.data.device_resident = "on"
+    config.data.data_dir = str(tmp_path / "data")
+    run_train(config, str(tmp_path / "run"))
+    full = load_params(tmp_path / "run")
+    shutil.rmtree(tmp_path / "run" / "checkpoints" / "4")  # as if killed between steps 2 and 4
+    summary = run_train(config, str(tmp_path / "run"))
+    assert summary["start_step"] == 2 and summary["steps"] == 4 and summary["feed"] == "device"
+    for a, b in zip(jax.tree.leaves(full), jax.tree.leaves(load_params(tmp_path / "run"))):
+        np.testing.assert_array_equal(a, b)
