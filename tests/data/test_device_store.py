@@ -98,11 +98,14 @@ def test_store_size_estimate_and_packing_are_exact(dataset):
     assert abs(est - st.nbytes) <= 0.02 * st.nbytes + 64 * len(dataset)
     g = st.arrays["crystal"]
     nodes, edges = dataset.graph_sizes()
-    np.testing.assert_array_equal(g["n_node"], nodes)
-    np.testing.assert_array_equal(g["n_edge"], edges)
+    np.testing.assert_array_equal(g["records"][:, 0], np.append(nodes, 0))  # + the empty slots' zero row
+    np.testing.assert_array_equal(g["records"][:, 1], np.append(edges, 0))
+    rows = [x for k, v in st.arrays.items() if k != "crystal" for x in jax.tree.leaves(v) if x.ndim]
+    assert len(rows) > 8 and all(len(x) == len(dataset) + 1 and not np.any(x[-1]) for x in rows
+                                 if x.shape != (6,))  # (the DOS energy grid is kept once)
     i = int(np.argmax(edges[3:]) + 3)  # a record after others with graphs: its senders, renumbered
     rec = dataset.record(i, ["crystal/senders", "crystal/distances"])
-    e0, ne = int(g["edge_offset"][i]), int(g["n_edge"][i])
-    assert ne > 0 and g["node_offset"][i] > 0
-    np.testing.assert_array_equal(g["senders"][e0:e0 + ne] - g["node_offset"][i], rec["crystal/senders"])
+    n0, e0, ne = int(g["records"][i, 2]), int(g["records"][i, 3]), int(edges[i])
+    assert ne > 0 and n0 > 0 and e0 == edges[:i].sum() and n0 == nodes[:i].sum()
+    np.testing.assert_array_equal(g["ends"][e0:e0 + ne, 0] - n0, rec["crystal/senders"])
     np.testing.assert_array_equal(g["edges"]["distances"][e0:e0 + ne], rec["crystal/distances"])
