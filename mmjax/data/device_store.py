@@ -152,10 +152,11 @@ class DeviceStore:
         """One device's Batch from record indices ``idx`` int32 [B] (-1 = empty slot); jnp, jittable."""
         valid = idx >= 0
         safe = jnp.where(valid, idx, self.num_records)  # empty slots read the all-zero row R
-        out = {k: jax.tree.map(lambda x: _take(x, safe), v) for k, v in arrays.items() if k != "crystal"}
+        out = {k: jax.tree.map(lambda x: _take(x, safe), v) for k, v in arrays.items() if k not in ("crystal", "dos")}
         out["slot_valid"] = valid
-        if "dos" in arrays:
+        if "dos" in arrays:  # per-record densities and mask; the one energy grid for every slot
             grid = arrays["dos"]["energies"]
+            out["dos"] = {k: _take(x, safe) for k, x in arrays["dos"].items() if k != "energies"}
             out["dos"]["energies"] = jnp.broadcast_to(grid, valid.shape + grid.shape)
         if "crystal" in arrays:
             out["crystal"] = self._pack_graphs(arrays["crystal"], valid, safe)
