@@ -96,11 +96,11 @@ class DeviceStore:
     """All records of a dataset view as device-ready arrays, and the per-device batch gather.
 
     Build with `DeviceStore.build`; ``arrays`` (numpy) is the store, ``budget`` the per-device
-    graph budget of the batches it makes, ``slots`` = B_dev.
+    graph budget of the batches it makes, ``num_records`` = R (row R is the empty slots' zero row).
     """
 
-    def __init__(self, arrays: dict, budget: GraphBudget | None, slots: int, num_records: int):
-        self.arrays, self.budget, self.slots, self.num_records = arrays, budget, int(slots), int(num_records)
+    def __init__(self, arrays: dict, budget: GraphBudget | None, num_records: int):
+        self.arrays, self.budget, self.num_records = arrays, budget, int(num_records)
 
     @property
     def nbytes(self) -> int:
@@ -144,7 +144,7 @@ class DeviceStore:
                 "edges": {k: v[0] for k, v in g.edges.items()},
                 "records": _with_zero_row(records),
             }
-        return cls(arrays, assembler.budget, assembler.slots, R)
+        return cls(arrays, assembler.budget, R)
 
     # ------------------------------------------------------------------ device side
 
