@@ -2,12 +2,19 @@
 
     python -m mmjax.main --config=configs/crabnet.py:small --workdir=runs/crabnet
 
-Encoder (crabnet/kingcrab.py): d_model 512, 3 layers, 4 heads, FFN 2048, dropout 0.1, fractional
-encodings with resolution 5000; learned 200-d element vectors stand in for mat2vec (not shipped);
-masked mean over elements; Roost-style head widths [1024, 512, 256, 128] (XxaCT-NN Table 1 uses
-CrabNet as the unimodal composition baseline).
-Deviations: MSE loss (CrabNet: RobustL1 with an uncertainty output); AdamW with a constant rate
-(CrabNet: Lamb + Lookahead, CyclicLR 1e-4..6e-3); batch 512 (CrabNet's 2^9).
+As published (crabnet/kingcrab.py, model.py, train_crabnet.py):
+* encoder: frozen mat2vec element vectors (``element_table="mat2vec"``, read at run time from
+  ``$MMJAX_ELEMENT_DIR`` or ../shared/data/element_properties), d_model 512, 3 layers, 4 heads,
+  FFN 2048, dropout 0.1, fractional encodings (resolution 5000), 2 % fraction jitter in training;
+* head: the Roost residual network [1024, 512, 256, 128] on every element, (value, log sigma,
+  gate) per target, masked mean, value x sigmoid(gate) (``head="crabnet"``);
+* loss RobustL1 (``loss="robust_l1"``); optimiser preset ``"crabnet"``: Lamb + Lookahead (6, 0.5),
+  triangular CyclicLR 1e-4 <-> 6e-3 with a one-epoch half-cycle;
+* procedure (batch rule 2^round(log2 N - 4) in [128, 4096], 40 epochs, CrabNet's validation-gated
+  SWA): `mmjax.eval.crabnet_protocol`, run by ``benchmarks/crabnet.py --paper-recipe``.
+The main command (``--mode=train``) trains with the same system and optimiser; its batch is
+``data.batch_per_device`` (512 here, CrabNet's inference batch) and it does not run the SWA
+procedure. ``:small`` keeps a learned element table (runs without the data folder) and MSE.
 """
 
 from __future__ import annotations
@@ -16,6 +23,8 @@ import importlib.util
 import pathlib
 
 import ml_collections
+
+from mmjax.train.optim import optim_config
 
 _spec = importlib.util.spec_from_file_location("mmjax_configs_base", pathlib.Path(__file__).with_name("base.py"))
 base = importlib.util.module_from_spec(_spec)
@@ -31,19 +40,26 @@ def get_config(arg=None):
     c.system = ml_collections.ConfigDict(dict(
         name="crabnet",
         encoder=dict(d_model=512, num_layers=3, num_heads=4, mlp_dim=2048, element_dim=200, resolution=5000,
-                     dropout_rate=0.1),
+                     dropout_rate=0.1, fraction_noise=0.02, element_table="mat2vec"),
+        head="crabnet",
         head_hidden=(1024, 512, 256, 128),
+        loss="robust_l1",
+        target_losses=ml_collections.ConfigDict({}, type_safe=False),
     ))
     c.data.modalities = ("composition",)
     c.data.targets = ("ewald_energy_per_atom",)
-    c.optim.update(dict(schedule="constant", peak_lr=1e-3, weight_decay=0.0))
+    c.optim = optim_config("crabnet")
+    c.optim.steps_per_epoch = max(1, -(-int(0.8 * c.data.num_materials) // CRABNET_BATCH))
     c.data.batch_per_device = CRABNET_BATCH
     c.train.steps = base.steps_for(EPOCHS, int(0.8 * c.data.num_materials), CRABNET_BATCH)
     c.train.log_every = 10
     if small:
         c.system.encoder.update(dict(d_model=32, num_layers=2, num_heads=2, mlp_dim=64, element_dim=16,
-                                     dropout_rate=0.0))
+                                     dropout_rate=0.0, element_table=""))
+        c.system.head = "mlp"
+        c.system.loss = "mse"
         c.system.head_hidden = (64, 32)
+        c.optim = optim_config("generic")
         c.data.num_materials = 600
         c.data.batch_per_device = 32
         c.optim.peak_lr = 2e-3

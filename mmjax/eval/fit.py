@@ -130,8 +130,9 @@ def _config_for(config: ml_collections.ConfigDict, target: str, steps: int) -> m
 
 
 def predict_dataset(predict_fn: Callable, params: PyTree, dataset, *, target: str, batch_size: int,
-                    n_devices: int, modalities: Sequence[str], mesh, budgets=None) -> np.ndarray:
-    """float64 [len(dataset)] normalised predictions of ``target`` for every record, in dataset order.
+                    n_devices: int, modalities: Sequence[str], mesh, budgets=None, key: str | None = None) -> np.ndarray:
+    """float64 [len(dataset)] normalised predictions of ``target`` for every record, in dataset order
+    (``key``: another output of ``predict_fn``, e.g. ``"<target>/log_sigma"``).
 
     ``predict_fn(params, global_batch) -> {target: [n_dev * B_dev]}`` (e.g. a jitted
     ``system.predict``). Rows of the flattened output map to slots ``last_indices`` of the batch.
@@ -140,7 +141,7 @@ def predict_dataset(predict_fn: Callable, params: PyTree, dataset, *, target: st
                       modalities=modalities, targets=[target])
     out = np.full(len(dataset), np.nan)
     for batch in it:
-        pred = np.asarray(jax.device_get(predict_fn(params, mesh_lib.host_to_global(batch, mesh))[target]),
+        pred = np.asarray(jax.device_get(predict_fn(params, mesh_lib.host_to_global(batch, mesh))[key or target]),
                           np.float64).reshape(-1)
         idx = it.last_indices.reshape(-1)
         out[idx[idx >= 0]] = pred[idx >= 0]
@@ -200,52 +201,14 @@ def fit_predict(
       ``trainable`` group or an ``init_from`` that matches no parameter; FitDiverged when the
       loss or a gradient turns non-finite.
     """
-    from mmjax.systems import build_system
-    from mmjax.train.loop import build_engine
-    from mmjax.train.state import init_state
-    from mmjax.train.step import make_apply_fn, make_train_step
-
     t0 = time.time()
     if steps < 1 or eval_every < 1 or patience < 1:
         raise ValueError(f"need steps, eval_every, patience >= 1; got {steps}, {eval_every}, {patience}")
-    for name, ds in (("train", train), ("val", val), ("test", test)):
-        if len(ds) == 0:
-            raise ValueError(f"fit_predict: the {name} dataset is empty")
-    y_train, y_val = target_values(train, target), target_values(val, target)
-    if not np.isfinite(y_val).any():
-        raise ValueError(f"no labelled validation rows for {target!r} (early stopping needs some)")
-    mean, std = normalisation(y_train)
-    cfg = _config_for(config, target, steps)
-    if seed is not None:
-        cfg.seed = int(seed)
-    mesh = mesh_lib.make_mesh() if mesh is None else mesh
-    n_dev = mesh.devices.size
-    if batch_size % n_dev:
-        raise ValueError(f"batch_size {batch_size} is not a multiple of the {n_dev} devices of the mesh")
-    modalities = tuple(cfg.data.modalities)
-    if not modalities:
-        raise ValueError("config.data.modalities must name the modalities the system reads")
-
-    system = build_system(cfg)
-    train_it = _Normalised(make_batches(train, batch_size, shuffle=True, num_epochs=None, seed=int(cfg.seed),
-                                        devices=n_dev, modalities=modalities, targets=[target]),
-                           target, mean, std)
-    budgets = train_it.inner.assembler.budget
-    example = next(train_it)
-    frozen: tuple[str, ...] = ()
-    if trainable is not None:
-        frozen = _freeze_all_but(cfg, system, example, trainable)
-    eng = build_engine(system, cfg, example, mesh)
-    state = init_state(system, eng["tx"], eng["rng"], eng["example"], eng["shardings"])
-    n_loaded = 0
-    source = init_from if init_from is not None else (cfg.train.get("init_from", "") or None)
-    if source is not None:
-        state, n_loaded = _load_init(state, source, eng["shardings"].params)
-        if log is not None:
-            log(f"  initialised {n_loaded} parameter arrays from {_describe(source)}; frozen groups {list(frozen)}")
-    train_step = make_train_step(system, eng["tx"], eng["schedule"], eng["shardings"], mesh)
-    predict_fn = make_apply_fn(system.predict, eng["shardings"].params, mesh)
-    pending = [example]
+    fs = prepare_fit(config, train, val, test, target=target, steps=steps, batch_size=batch_size, seed=seed,
+                     mesh=mesh, log=log, init_from=init_from, trainable=trainable)
+    state, train_step, train_it, pending, predict_fn = fs.state, fs.train_step, fs.train_it, fs.pending, fs.predict_fn
+    mean, std, y_train, y_val, mesh, n_dev = fs.mean, fs.std, fs.y_train, fs.y_val, fs.mesh, fs.n_dev
+    eng, budgets, modalities, frozen, n_loaded = fs.eng, fs.budgets, fs.modalities, fs.frozen, fs.n_loaded
 
     def run_chunk(state, chunk):
         n = min(eval_every, steps - chunk * eval_every)
@@ -285,6 +248,95 @@ def fit_predict(
         best_val_mae=float(result.best_value), steps_run=history[-1]["step"], history=history,
         target_mean=mean, target_std=std, counts=counts, wall_s=time.time() - t0,
         params=jax.device_get(best_params) if keep_params else None, n_init_loaded=n_loaded, frozen_groups=frozen)
+
+
+@dataclasses.dataclass
+class FitSetup:
+    """Everything a supervised fit needs, built once by `prepare_fit` (shared by `fit_predict`
+    and `mmjax.eval.crabnet_protocol`): the system, engine, initial state, jitted train step and
+    predict function, the normalised training iterator and its first batch (``pending``), the
+    training-row normalisation and the label arrays."""
+
+    cfg: ml_collections.ConfigDict
+    system: Any
+    eng: dict
+    state: Any
+    train_step: Callable
+    predict_fn: Callable
+    train_it: Any
+    pending: list
+    budgets: Any
+    mesh: Any
+    n_dev: int
+    modalities: tuple
+    mean: float
+    std: float
+    y_train: np.ndarray
+    y_val: np.ndarray
+    frozen: tuple
+    n_loaded: int
+
+    def predict(self, params, dataset, key: str | None = None) -> np.ndarray:
+        """Normalised predictions (or ``key``, e.g. ``"<target>/log_sigma"``) for ``dataset``."""
+        target = self.cfg.data.targets[0]
+        return predict_dataset(self.predict_fn, params, dataset, target=target, batch_size=self.batch_size,
+                               n_devices=self.n_dev, modalities=self.modalities, mesh=self.mesh,
+                               budgets=self.budgets, key=key)
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.train_it.inner.assembler.n_dev * self.train_it.inner.assembler.slots)
+
+
+def prepare_fit(config, train, val, test, *, target: str, steps: int, batch_size: int, seed: int | None = None,
+                mesh=None, log: Callable[[str], None] | None = None, init_from=None,
+                trainable: Sequence[str] | None = None) -> FitSetup:
+    """Validate the splits and build a `FitSetup` (arguments as `fit_predict`)."""
+    from mmjax.systems import build_system
+    from mmjax.train.loop import build_engine
+    from mmjax.train.state import init_state
+    from mmjax.train.step import make_apply_fn, make_train_step
+
+    for name, ds in (("train", train), ("val", val), ("test", test)):
+        if len(ds) == 0:
+            raise ValueError(f"fit_predict: the {name} dataset is empty")
+    y_train, y_val = target_values(train, target), target_values(val, target)
+    if not np.isfinite(y_val).any():
+        raise ValueError(f"no labelled validation rows for {target!r} (early stopping needs some)")
+    mean, std = normalisation(y_train)
+    cfg = _config_for(config, target, steps)
+    if seed is not None:
+        cfg.seed = int(seed)
+    mesh = mesh_lib.make_mesh() if mesh is None else mesh
+    n_dev = mesh.devices.size
+    if batch_size % n_dev:
+        raise ValueError(f"batch_size {batch_size} is not a multiple of the {n_dev} devices of the mesh")
+    modalities = tuple(cfg.data.modalities)
+    if not modalities:
+        raise ValueError("config.data.modalities must name the modalities the system reads")
+
+    system = build_system(cfg)
+    train_it = _Normalised(make_batches(train, batch_size, shuffle=True, num_epochs=None, seed=int(cfg.seed),
+                                        devices=n_dev, modalities=modalities, targets=[target]),
+                           target, mean, std)
+    budgets = train_it.inner.assembler.budget
+    example = next(train_it)
+    frozen: tuple[str, ...] = ()
+    if trainable is not None:
+        frozen = _freeze_all_but(cfg, system, example, trainable)
+    eng = build_engine(system, cfg, example, mesh)
+    state = init_state(system, eng["tx"], eng["rng"], eng["example"], eng["shardings"])
+    n_loaded = 0
+    source = init_from if init_from is not None else (cfg.train.get("init_from", "") or None)
+    if source is not None:
+        state, n_loaded = _load_init(state, source, eng["shardings"].params)
+        if log is not None:
+            log(f"  initialised {n_loaded} parameter arrays from {_describe(source)}; frozen groups {list(frozen)}")
+    train_step = make_train_step(system, eng["tx"], eng["schedule"], eng["shardings"], mesh)
+    predict_fn = make_apply_fn(system.predict, eng["shardings"].params, mesh)
+    pending = [example]
+    return FitSetup(cfg, system, eng, state, train_step, predict_fn, train_it, pending, budgets, mesh, n_dev,
+                    modalities, mean, std, y_train, y_val, frozen, n_loaded)
 
 
 def _describe(source) -> str:

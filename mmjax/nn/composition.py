@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -29,6 +30,9 @@ class CrabNet(nn.Module):
        ``2 ** ((1 - s)^2)`` with a learnable s (init 1), and added to the element vectors.
     3. ``num_layers`` transformer blocks (``num_heads``, FFN ``mlp_dim``) with a key-padding mask;
        CrabNet uses PyTorch's post-LN ReLU layer, the default here (``pre_norm=False``).
+    0. Training only (``deterministic=False``) with ``fraction_noise`` > 0: CrabNet's jitter
+       ``f <- clip(f * (1 + fraction_noise * N(0, 1)), 0, 1)``, renormalised over the real
+       elements (CrabNet: 0.02); draws from the ``"dropout"`` rng.
     4. Padded rows are zeroed; output = masked mean over elements, or the [CLS] token when
        ``use_cls_token`` (XxaCT-NN's ``c_cls``); optional ``Dense(out_dim)`` on every token.
 
@@ -52,6 +56,7 @@ class CrabNet(nn.Module):
     use_cls_token: bool = False
     out_dim: int | None = None
     dropout_rate: float = 0.0
+    fraction_noise: float = 0.0
     remat: bool = False
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
@@ -62,6 +67,10 @@ class CrabNet(nn.Module):
         mask = mask.astype(bool)
         z = jnp.where(mask, atomic_numbers, 0)
         frac = jnp.where(mask, fractions.astype(jnp.float32), 0.0)
+        if self.fraction_noise > 0 and not deterministic:
+            noise = jax.random.normal(self.make_rng("dropout"), frac.shape, jnp.float32)
+            frac = jnp.where(mask, jnp.clip(frac * (1.0 + self.fraction_noise * noise), 0.0, 1.0), 0.0)
+            frac = frac / jnp.maximum(jnp.sum(frac, axis=-1, keepdims=True), 1e-12)
         if self.element_features is not None:
             table = jnp.asarray(np.asarray(self.element_features, np.float32))
             elem = table[jnp.clip(z, 0, table.shape[0] - 1)]

@@ -159,3 +159,70 @@ class MXMHead(nn.Module):
     @nn.compact
     def __call__(self, tokens):
         return nn.relu(nn.Dense(self.patch_size, name="out")(tokens.astype(jnp.float32)))
+
+
+class ResidualMLP(nn.Module):
+    """Roost's residual network, as CrabNet uses it (``ResidualNetwork`` in crabnet/kingcrab.py).
+
+    For widths ``[d_in] + hidden``: ``x <- leaky_relu(Dense(h)(x)) + R(x)`` per layer, where R is a
+    bias-free Dense(h) when the width changes and the identity when it does not; then
+    ``Dense(out_dim)``. LeakyReLU slope 0.01 (PyTorch's default).
+
+    Call: x [..., d_in] -> float32 [..., out_dim] (applied to the last axis, e.g. per element).
+    """
+
+    hidden: Sequence[int] = (1024, 512, 256, 128)
+    out_dim: int = 3
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        x = x.astype(self.dtype)
+        for i, h in enumerate(self.hidden):
+            res = x if x.shape[-1] == h else nn.Dense(h, use_bias=False, dtype=self.dtype,
+                                                      param_dtype=self.param_dtype, name=f"res_{i}")(x)
+            x = nn.leaky_relu(nn.Dense(h, dtype=self.dtype, param_dtype=self.param_dtype, name=f"fc_{i}")(x),
+                              0.01) + res
+        return nn.Dense(self.out_dim, dtype=self.dtype, param_dtype=self.param_dtype,
+                        name="out")(x).astype(jnp.float32)
+
+
+def gated_element_average(per_element, mask):
+    """CrabNet's output rule on per-element head outputs.
+
+    Args:
+      per_element: float [B, M, 3T]: for target t the columns (3t, 3t+1, 3t+2) are
+        (value, log sigma, gate logit) of every element row.
+      mask: bool [B, M] (True = real element).
+    Returns:
+      (prediction [B, T], log_sigma [B, T]): the masked mean over elements of each column, then
+      ``prediction = value * sigmoid(gate)`` (CrabNet: ``output * sigmoid(logits)``).
+    """
+    m = mask.astype(jnp.float32)[..., None]
+    mean = jnp.sum(per_element * m, axis=1) / jnp.maximum(jnp.sum(m, axis=1), 1.0)
+    value, log_sigma, gate = mean[:, 0::3], mean[:, 1::3], mean[:, 2::3]
+    return value * nn.sigmoid(gate), log_sigma
+
+
+class CrabNetHead(nn.Module):
+    """CrabNet's head: `ResidualMLP` on every element token, then `gated_element_average`.
+
+    ``targets``: names of the regression targets (3 outputs each).
+    Call: tokens [B, M, d], mask bool [B, M] -> {name: [B], name + "/log_sigma": [B]}.
+    """
+
+    targets: Sequence[str] = ("target",)
+    hidden: Sequence[int] = (1024, 512, 256, 128)
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, tokens, mask):
+        per = ResidualMLP(tuple(self.hidden), 3 * len(self.targets), self.dtype, self.param_dtype,
+                          name="residual")(tokens)
+        pred, log_sigma = gated_element_average(per, mask)
+        out = {}
+        for t, name in enumerate(self.targets):
+            out[name], out[f"{name}/log_sigma"] = pred[:, t], log_sigma[:, t]
+        return out

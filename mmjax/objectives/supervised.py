@@ -19,7 +19,10 @@ import jax.numpy as jnp
 
 from mmjax.objectives._common import as_mask, safe_mean
 
-LOSS_KINDS = ("mse", "mae", "ce")
+LOSS_KINDS = ("mse", "mae", "ce", "huber")
+REGRESSION_LOSSES = ("mse", "l1", "huber", "robust_l1")  # config names (``l1`` is ``mae``)
+HUBER_DELTA = 1.0
+SQRT2 = 1.4142135623730951
 
 
 def _check(name, pred, labels, mask):
@@ -34,6 +37,9 @@ def per_example_loss(kind: str, pred: jax.Array, labels: jax.Array) -> jax.Array
         return jnp.square(pred - labels)
     if kind == "mae":
         return jnp.abs(pred - labels)
+    if kind == "huber":  # 0.5 r^2 for |r| <= delta, delta (|r| - 0.5 delta) beyond (torch's HuberLoss)
+        r = jnp.abs(pred - labels)
+        return jnp.where(r <= HUBER_DELTA, 0.5 * r * r, HUBER_DELTA * (r - 0.5 * HUBER_DELTA))
     if kind == "ce":
         if pred.ndim != 2:
             raise ValueError(f"ce needs logits [B, K], got {pred.shape}")
@@ -58,6 +64,45 @@ def masked_mse(pred: jax.Array, labels: jax.Array, mask: jax.Array | None = None
 def masked_mae(pred: jax.Array, labels: jax.Array, mask: jax.Array | None = None) -> jax.Array:
     """Mean absolute error over rows with a label; ``[B]``; 0-d (same units as the target)."""
     return _masked("mae", pred, labels, mask)
+
+
+def masked_huber(pred: jax.Array, labels: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    """Huber loss (delta = 1 in the batched, i.e. normalised, units) over rows with a label; 0-d."""
+    return _masked("huber", pred, labels, mask)
+
+
+def robust_l1_per_example(pred: jax.Array, log_sigma: jax.Array, labels: jax.Array) -> jax.Array:
+    """CrabNet's RobustL1 (Laplace negative log-likelihood up to a constant), ``[B]``:
+    ``sqrt(2) * |y - pred| * exp(-log_sigma) + log_sigma``."""
+    return SQRT2 * jnp.abs(pred - labels) * jnp.exp(-log_sigma) + log_sigma
+
+
+def masked_robust_l1(pred: jax.Array, log_sigma: jax.Array, labels: jax.Array,
+                     mask: jax.Array | None = None) -> jax.Array:
+    """Mean `robust_l1_per_example` over rows with a label; ``pred``, ``log_sigma``, ``labels``
+    ``[B]`` (``log_sigma`` is the predicted log scale, in the batched units); 0-d."""
+    mask = _check("robust_l1", pred, labels, mask)
+    if log_sigma.shape != pred.shape:
+        raise ValueError(f"robust_l1: log_sigma {log_sigma.shape} must match predictions {pred.shape}")
+    safe_labels = jnp.where(mask, labels, jnp.zeros_like(labels))
+    safe_sigma = jnp.where(mask, log_sigma, jnp.zeros_like(log_sigma))
+    return safe_mean(robust_l1_per_example(pred, safe_sigma, safe_labels), mask)
+
+
+def regression_loss(kind: str, pred: jax.Array, labels: jax.Array, mask: jax.Array | None = None,
+                    log_sigma: jax.Array | None = None) -> jax.Array:
+    """Masked regression loss by config name (`REGRESSION_LOSSES`); ``robust_l1`` needs ``log_sigma``."""
+    if kind == "mse":
+        return masked_mse(pred, labels, mask)
+    if kind == "l1":
+        return masked_mae(pred, labels, mask)
+    if kind == "huber":
+        return masked_huber(pred, labels, mask)
+    if kind == "robust_l1":
+        if log_sigma is None:
+            raise ValueError("the robust_l1 loss needs a predicted log sigma per row")
+        return masked_robust_l1(pred, log_sigma, labels, mask)
+    raise ValueError(f"unknown regression loss {kind!r}; choose one of {REGRESSION_LOSSES}")
 
 
 def masked_cross_entropy(logits: jax.Array, labels: jax.Array, mask: jax.Array | None = None):

@@ -19,11 +19,16 @@ from __future__ import annotations
 
 from typing import Callable
 
+import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from mmjax.data.features.elements import element_features
 from mmjax.nn import CGCNN, CrabNet, XrdTransformer
-from mmjax.systems.common import MultimodalSystem, compute_dtype
+from mmjax.nn.heads import CrabNetHead
+from mmjax.systems.common import (MultimodalSystem, compute_dtype, config_dict, init_modality, modality_inputs,
+                                  supervised_loss)
 from mmjax.systems.xxact import task_outputs
 
 BASELINES: dict[str, tuple[str, Callable]] = {}
@@ -33,16 +38,60 @@ class UnimodalBaseline(MultimodalSystem):
     """One encoder, supervised heads on its output (always the ``finetune`` stage of
     `MultimodalSystem`)."""
 
-    def __init__(self, name: str, modality: str, encoder, outputs: dict[str, int], head_hidden=()):
+    def __init__(self, name: str, modality: str, encoder, outputs: dict[str, int], head_hidden=(),
+                 target_losses: dict[str, str] | None = None):
         if not outputs:
             raise ValueError(f"baseline {name!r} needs targets: set config.data.targets")
         super().__init__({modality: encoder}, stage="finetune", targets=outputs, head_inputs=(modality,),
-                         head_hidden=tuple(head_hidden))
+                         head_hidden=tuple(head_hidden), target_losses=target_losses)
         self.name = name
         self.modality = modality
 
     def pretrain_loss(self, params, latents, masks, rng, train):
         raise NotImplementedError(f"baseline {self.name!r} has no pretraining objective (supervised only)")
+
+
+class CrabNetSystem(UnimodalBaseline):
+    """CrabNet with its own head (``config.system.head = "crabnet"``): the Roost residual network
+    [1024, 512, 256, 128] on every element token of the encoder, three outputs per target
+    (value, log sigma, gate logit), masked mean over the elements, value x sigmoid(gate)
+    (`mmjax.nn.heads.CrabNetHead`). Regression targets only. ``predict`` returns
+    ``{name: [N], name + "/log_sigma": [N]}`` (batched units); ``embed`` the pooled encoder output.
+    """
+
+    def __init__(self, encoder, outputs: dict[str, int], head_hidden=(1024, 512, 256, 128),
+                 target_losses: dict[str, str] | None = None):
+        classes = sorted(k for k, n in outputs.items() if int(n) != 1)
+        if classes:
+            raise ValueError(f"config.system.head='crabnet' predicts regression targets only; {classes} are "
+                             "classification targets (use head='mlp')")
+        super().__init__("crabnet", "composition", encoder, outputs, (), target_losses)
+        self.losses = {k: v for k, v in self.losses.items()}
+        self.head = CrabNetHead(tuple(outputs), tuple(int(h) for h in head_hidden))
+
+    def _tokens(self, params, batch, train, rng):
+        args = modality_inputs(batch, "composition")
+        rngs = {"dropout": rng} if (train and rng is not None) else {}
+        _, tokens, mask = self.encoders["composition"].apply(
+            {"params": params["encoder_composition"]}, *args, deterministic=not train, return_tokens=True, rngs=rngs)
+        return tokens, mask
+
+    def init(self, rng, batch):
+        k_enc, k_head = jax.random.split(rng)
+        params = {"encoder_composition": init_modality(self.encoders["composition"], k_enc, "composition", batch)}
+        tokens, mask = jax.eval_shape(lambda p: self._tokens(p, batch, False, None), params)
+        params["head"] = self.head.init(k_head, jnp.zeros(tokens.shape, tokens.dtype),
+                                        jnp.ones(mask.shape, bool))["params"]
+        return params
+
+    def predict(self, params, batch):
+        tokens, mask = self._tokens(params, batch, False, None)
+        return self.head.apply({"params": params["head"]}, tokens, mask)
+
+    def loss(self, params, batch, rng, train):
+        tokens, mask = self._tokens(params, batch, train, rng)
+        preds = self.head.apply({"params": params["head"]}, tokens, mask)
+        return supervised_loss(preds, batch, self.targets, self.target_weights, self.losses)
 
 
 def _encoder_kwargs(config: ml_collections.ConfigDict) -> dict:
@@ -60,29 +109,50 @@ def _head_hidden(config) -> tuple[int, ...]:
     return tuple(int(h) for h in (config.system.get("head_hidden", ()) or ()))
 
 
+def target_losses(config) -> dict[str, str]:
+    """``{target: loss}`` from ``config.system.loss`` (every regression target) and
+    ``config.system.target_losses`` (per target, wins); names checked by the system."""
+    outputs = _outputs(config)
+    default = config.system.get("loss", None)
+    losses = {k: str(default) for k, n in outputs.items() if default and int(n) == 1}
+    losses.update(config_dict(config.system.get("target_losses", None)))
+    return losses
+
+
+def _element_table(kw: dict) -> None:
+    """Replace ``element_table`` (a table name or file) in encoder kwargs by ``element_features``."""
+    table = kw.pop("element_table", "")
+    if table:
+        kw["element_features"] = np.asarray(element_features(table), np.float32)
+
+
 def make_cgcnn(config: ml_collections.ConfigDict) -> UnimodalBaseline:
     """Factory: ``config.system.encoder`` = `CGCNN` kwargs plus ``element_table`` ("cgcnn92" for
     the 92-d CGCNN element features, "" for a learned embedding); ``head_hidden``."""
     kw = _encoder_kwargs(config)
-    table = kw.pop("element_table", "")
-    if table:
-        from mmjax.features import element_features
-
-        kw["element_features"] = np.asarray(element_features(table), np.float32)
+    _element_table(kw)
     enc = CGCNN(**kw, dtype=compute_dtype(config))
-    return UnimodalBaseline("cgcnn", "crystal", enc, _outputs(config), _head_hidden(config))
+    return UnimodalBaseline("cgcnn", "crystal", enc, _outputs(config), _head_hidden(config), target_losses(config))
 
 
 def make_crabnet(config: ml_collections.ConfigDict) -> UnimodalBaseline:
-    """Factory: ``config.system.encoder`` = `CrabNet` kwargs; ``head_hidden``."""
-    enc = CrabNet(**_encoder_kwargs(config), dtype=compute_dtype(config))
-    return UnimodalBaseline("crabnet", "composition", enc, _outputs(config), _head_hidden(config))
+    """Factory: ``config.system.encoder`` = `CrabNet` kwargs (``element_table``: a table name such
+    as ``"mat2vec"`` or a file, frozen); ``head`` ("mlp": pooled -> MLP ``head_hidden``;
+    "crabnet": `CrabNetSystem`); ``loss`` / ``target_losses``."""
+    kw = _encoder_kwargs(config)
+    _element_table(kw)
+    enc = CrabNet(**kw, dtype=compute_dtype(config))
+    if config.system.get("head", "mlp") == "crabnet":
+        return CrabNetSystem(enc, _outputs(config), _head_hidden(config) or (1024, 512, 256, 128), target_losses(config))
+    if config.system.get("head", "mlp") != "mlp":
+        raise ValueError(f"config.system.head={config.system.head!r}; expected 'mlp' or 'crabnet'")
+    return UnimodalBaseline("crabnet", "composition", enc, _outputs(config), _head_hidden(config), target_losses(config))
 
 
 def make_xrd_transformer(config: ml_collections.ConfigDict) -> UnimodalBaseline:
     """Factory: ``config.system.encoder`` = `XrdTransformer` kwargs; ``head_hidden``."""
     enc = XrdTransformer(**_encoder_kwargs(config), dtype=compute_dtype(config))
-    return UnimodalBaseline("xrd_transformer", "xrd", enc, _outputs(config), _head_hidden(config))
+    return UnimodalBaseline("xrd_transformer", "xrd", enc, _outputs(config), _head_hidden(config), target_losses(config))
 
 
 BASELINES.update(cgcnn=("crystal", make_cgcnn), crabnet=("composition", make_crabnet),

@@ -32,7 +32,7 @@ import jraph
 import ml_collections
 
 from mmjax.nn.heads import MultiTaskHead
-from mmjax.objectives.supervised import masked_cross_entropy, masked_mae, masked_mse
+from mmjax.objectives.supervised import REGRESSION_LOSSES, masked_cross_entropy, masked_mae, masked_mse, regression_loss
 from mmjax.objectives.temperature import DEFAULT_MAX_TEMPERATURE, DEFAULT_MIN_TEMPERATURE, temperature_from_log
 from mmjax.systems.base import System, flatten_device_axis, labels_from_top_level
 
@@ -189,17 +189,53 @@ def build_heads(outputs: Mapping[str, int], hidden: Sequence[int] = (), activati
     return MultiTaskHead(tuple((str(k), int(v)) for k, v in outputs.items()), tuple(hidden), activation)
 
 
-def head_outputs(raw: Mapping[str, jax.Array], outputs: Mapping[str, int]) -> dict[str, jax.Array]:
-    """Regression heads ``[N, 1] -> [N]``; classification logits stay ``[N, C]``."""
-    return {k: (v[:, 0] if int(outputs[k]) == 1 else v) for k, v in raw.items()}
+def check_losses(losses: Mapping[str, str] | None, outputs: Mapping[str, int]) -> dict[str, str]:
+    """``{target: loss}`` for the regression targets (default ``"mse"``), validated by name."""
+    losses = dict(losses or {})
+    unknown = sorted(set(losses) - set(outputs))
+    if unknown:
+        raise ValueError(f"config.system.target_losses names {unknown}, which are not targets ({sorted(outputs)})")
+    out = {}
+    for name, n in outputs.items():
+        kind = str(losses.get(name, "mse"))
+        if int(n) != 1:
+            if name in losses and kind != "ce":
+                raise ValueError(f"target {name!r} is a classification target: its loss is 'ce', not {kind!r}")
+            continue
+        if kind not in REGRESSION_LOSSES:
+            raise ValueError(f"loss {kind!r} for target {name!r}; choose one of {REGRESSION_LOSSES}")
+        out[name] = kind
+    return out
+
+
+def head_widths(outputs: Mapping[str, int], losses: Mapping[str, str] | None = None) -> dict[str, int]:
+    """Head output width per target: 2 (prediction, log sigma) for a ``robust_l1`` target."""
+    losses = dict(losses or {})
+    return {k: (2 if losses.get(k) == "robust_l1" else int(n)) for k, n in outputs.items()}
+
+
+def head_outputs(raw: Mapping[str, jax.Array], outputs: Mapping[str, int],
+                 losses: Mapping[str, str] | None = None) -> dict[str, jax.Array]:
+    """Regression heads ``[N, 1] -> [N]``; classification logits stay ``[N, C]``; a ``robust_l1``
+    head ``[N, 2]`` gives ``{name: [N], name + "/log_sigma": [N]}`` (log sigma in batched units)."""
+    losses = dict(losses or {})
+    out = {}
+    for k, v in raw.items():
+        if losses.get(k) == "robust_l1":
+            out[k], out[f"{k}/log_sigma"] = v[:, 0], v[:, 1]
+        else:
+            out[k] = v[:, 0] if int(outputs[k]) == 1 else v
+    return out
 
 
 def supervised_loss(predictions: Mapping[str, jax.Array], batch: Mapping[str, Any], outputs: Mapping[str, int],
-                    weights: Mapping[str, float] | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+                    weights: Mapping[str, float] | None = None,
+                    losses: Mapping[str, str] | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Masked supervised loss over ``batch["targets"]`` / ``batch["target_mask"]``.
 
-    Regression targets (1 output): MSE on ``predictions[name]`` ``[N]`` (units of the target as
-    batched, i.e. normalised if the pipeline normalises). Classification (C outputs):
+    Regression targets (1 output): ``losses[name]`` (default MSE; ``l1``, ``huber``, or
+    ``robust_l1`` with ``predictions[name + "/log_sigma"]``) on ``predictions[name]`` ``[N]``
+    (units of the target as batched, i.e. normalised if the pipeline normalises). Classification (C outputs):
     cross-entropy (nats) on logits ``[N, C]`` with int labels. Rows count only if
     ``slot_valid & target_mask[name]``. The loss is the weighted mean over targets that have at
     least one labelled row in the batch (0 if none). Metrics per target: ``<name>/mse`` and
@@ -212,8 +248,13 @@ def supervised_loss(predictions: Mapping[str, jax.Array], batch: Mapping[str, An
         mask = target_mask(batch, name)
         pred = predictions[name]
         if int(n_out) == 1:
-            term = masked_mse(pred, labels.astype(jnp.float32), mask)
-            metrics[f"{name}/mse"] = term
+            kind = (losses or {}).get(name, "mse")
+            mse = masked_mse(pred, labels.astype(jnp.float32), mask)
+            term = mse if kind == "mse" else regression_loss(kind, pred, labels.astype(jnp.float32), mask,
+                                                             predictions.get(f"{name}/log_sigma"))
+            metrics[f"{name}/mse"] = mse
+            if kind != "mse":
+                metrics[f"{name}/{kind}"] = term
             metrics[f"{name}/mae"] = masked_mae(pred, labels.astype(jnp.float32), mask)
         else:
             term = masked_cross_entropy(pred, labels.astype(jnp.int32), mask)
@@ -279,6 +320,9 @@ class MultimodalSystem(System):
       head_inputs: modalities whose representations are concatenated as the head input.
       head_source: ``"encoder"`` (encoder output) or ``"latent"`` (after the projection).
       head_hidden: hidden widths of each head MLP (``()`` = linear head).
+      target_losses: ``{regression target: "mse" | "l1" | "huber" | "robust_l1"}`` (default
+        MSE); a ``robust_l1`` head has two outputs (prediction, log sigma) and ``predict``
+        returns ``name + "/log_sigma"`` beside ``name``.
     """
 
     name = "multimodal"
@@ -286,7 +330,8 @@ class MultimodalSystem(System):
     def __init__(self, encoders: Mapping[str, nn.Module | None], projections: Mapping[str, nn.Module] | None = None,
                  *, stage: str = "pretrain", targets: Mapping[str, int] | None = None,
                  head_inputs: Sequence[str] = ("crystal",), head_source: str = "encoder",
-                 head_hidden: Sequence[int] = (), target_weights: Mapping[str, float] | None = None):
+                 head_hidden: Sequence[int] = (), target_weights: Mapping[str, float] | None = None,
+                 target_losses: Mapping[str, str] | None = None):
         if stage not in STAGES:
             raise ValueError(f"config.system.stage={stage!r}; expected one of {STAGES}")
         if head_source not in ("encoder", "latent"):
@@ -304,7 +349,8 @@ class MultimodalSystem(System):
         if missing:
             raise ValueError(f"head_inputs {missing} are not modalities of this system {self.modalities}")
         self.head_source = head_source
-        self.head = build_heads(self.targets, head_hidden) if self.targets else None
+        self.losses = check_losses(target_losses, self.targets)
+        self.head = build_heads(head_widths(self.targets, self.losses), head_hidden) if self.targets else None
         self.target_weights = dict(target_weights or {})
         if stage == "finetune" and not self.targets:
             raise ValueError("stage 'finetune' needs config.system.targets ({name: outputs})")
@@ -376,7 +422,7 @@ class MultimodalSystem(System):
             raise NotImplementedError(f"system {self.name!r} has no heads: set config.system.targets")
         reps, latents = self.represent(params, batch)
         raw = self.head.apply({"params": params["head"]}, self._head_input(reps, latents, batch))
-        return head_outputs(raw, self.targets)
+        return head_outputs(raw, self.targets, self.losses)
 
     def pretrain_loss(self, params, latents, masks, rng, train):
         raise NotImplementedError
@@ -386,7 +432,8 @@ class MultimodalSystem(System):
         reps, latents = self.represent(params, batch, train=train, rng=rng_enc)
         if self.stage == "finetune":
             raw = self.head.apply({"params": params["head"]}, self._head_input(reps, latents, batch))
-            return supervised_loss(head_outputs(raw, self.targets), batch, self.targets, self.target_weights)
+            return supervised_loss(head_outputs(raw, self.targets, self.losses), batch, self.targets,
+                                   self.target_weights, self.losses)
         masks = modality_masks(batch, tuple(latents))
         loss, metrics = self.pretrain_loss(params, latents, masks, rng_obj, train)
         for m, mask in masks.items():

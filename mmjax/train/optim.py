@@ -6,6 +6,20 @@ linear from ``init_lr`` to ``peak_lr`` over steps [0, W):
 * ``"constant"``: ``peak_lr`` after the warm-up.
 * ``"cosine"``: ``end_lr + (peak_lr - end_lr) * ½(1 + cos(π (s - W) / (T - W)))`` for s ≥ W,
   ``end_lr`` from T on (optax.warmup_cosine_decay_schedule).
+* ``"cyclic"``: PyTorch's triangular ``CyclicLR`` (CrabNet: 1e-4 ↔ 6e-3, half-cycle one epoch):
+  with S = ``cycle_half_steps`` (or ``cycle_half_epochs * steps_per_epoch``),
+  ``c = floor(1 + s / 2S)``, ``x = |s / S - 2c + 1|``,
+  ``lr = cyclic_base_lr + (peak_lr - cyclic_base_lr) * max(0, 1 - x)`` (no warm-up).
+* ``"step"``: ``peak_lr * gamma ** (number of milestones <= s)`` (PyTorch MultiStepLR; CGCNN:
+  milestones [100] epochs, gamma 0.1), ``milestones`` in steps (or ``milestone_epochs``).
+
+Optimisers (``config.optim.name``): ``"adamw"``; ``"lamb"`` (optax.lamb); ``"crabnet_lamb"``
+(the Lamb of CrabNet's utils: Adam moments without bias correction, eps 1e-6 inside, trust ratio
+``clip(||w||, 0, 10) / ||adam step||`` per parameter tensor, 1 where either norm is 0);
+``"sgd"`` (PyTorch SGD: L2 ``weight_decay`` added to the gradient, then momentum ``b1``).
+``lookahead_k > 0`` wraps any of them in Lookahead (CrabNet's: every k-th step the slow weights
+move ``lookahead_alpha`` of the way to the fast ones and the fast ones are reset to them; the slow
+weights start as the fast weights at the first sync, k = 6, alpha = 0.5).
 
 W is ``warmup_steps`` if > 0, else ``round(warmup_fraction * T)``, else
 ``warmup_epochs * steps_per_epoch``. Presets (`optim_config`) give the papers' settings:
@@ -26,7 +40,7 @@ nor weight decay touches it). Unlisted labels get multiplier 1. Optional global-
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import ml_collections
@@ -34,7 +48,8 @@ import optax
 
 PyTree = Any
 
-SCHEDULES = ("constant", "cosine")
+SCHEDULES = ("constant", "cosine", "cyclic", "step")
+OPTIMIZERS = ("adamw", "lamb", "crabnet_lamb", "sgd")
 
 
 def optim_config(preset: str = "generic", **overrides) -> ml_collections.ConfigDict:
@@ -59,6 +74,14 @@ def optim_config(preset: str = "generic", **overrides) -> ml_collections.ConfigD
             weight_decay=0.0,
             decay_matrices_only=False,
             clip_norm=0.0,
+            cyclic_base_lr=1e-4,
+            cycle_half_steps=0,
+            cycle_half_epochs=0,
+            milestones=(),
+            milestone_epochs=(),
+            gamma=0.1,
+            lookahead_k=0,
+            lookahead_alpha=0.5,
             groups=ml_collections.ConfigDict({}, type_safe=False),
         )
     )
@@ -70,6 +93,14 @@ def optim_config(preset: str = "generic", **overrides) -> ml_collections.ConfigD
                          b1=0.9, b2=0.95, weight_decay=0.05),
         "multimat_code": dict(schedule="cosine", peak_lr=5e-5, init_lr=0.0, end_lr=5e-8, warmup_epochs=10,
                               b1=0.9, b2=0.95, weight_decay=0.05),
+        # CrabNet (model.py fit defaults): Lamb + Lookahead(k 6, alpha 0.5), CyclicLR 1e-4..6e-3 over
+        # one epoch up and one down (set steps_per_epoch), betas (0.9, 0.999), eps 1e-6, no decay
+        "crabnet": dict(name="crabnet_lamb", schedule="cyclic", peak_lr=6e-3, cyclic_base_lr=1e-4,
+                        cycle_half_epochs=1, b1=0.9, b2=0.999, eps=1e-6, weight_decay=0.0,
+                        lookahead_k=6, lookahead_alpha=0.5),
+        # CGCNN (main.py defaults): SGD lr 0.01, momentum 0.9, no decay, MultiStepLR [100] epochs, 0.1
+        "cgcnn": dict(name="sgd", schedule="step", peak_lr=0.01, b1=0.9, weight_decay=0.0,
+                      milestone_epochs=(100,), gamma=0.1),
     }
     if preset not in presets:
         raise ValueError(f"unknown optimiser preset {preset!r}; known: {sorted(presets)}")
@@ -91,10 +122,52 @@ def warmup_steps(cfg: ml_collections.ConfigDict, total_steps: int) -> int:
     return 0
 
 
+def _epochs_to_steps(cfg, steps_key: str, epochs_key: str):
+    value = cfg.get(steps_key)
+    if value:
+        return value
+    epochs = cfg.get(epochs_key)
+    if epochs:
+        if cfg.steps_per_epoch <= 0:
+            raise ValueError(f"config.optim.{epochs_key} needs config.optim.steps_per_epoch > 0")
+        if isinstance(epochs, (tuple, list)):
+            return tuple(int(round(e * cfg.steps_per_epoch)) for e in epochs)
+        return int(round(epochs * cfg.steps_per_epoch))
+    return value
+
+
+def cyclic_schedule(base_lr: float, max_lr: float, half_cycle_steps: int) -> optax.Schedule:
+    """PyTorch ``CyclicLR(mode="triangular")``: base -> max over ``half_cycle_steps``, back down
+    over as many, repeated; the rate at step 0 is ``base_lr``."""
+    if half_cycle_steps < 1:
+        raise ValueError(f"cyclic schedule needs a half-cycle of >= 1 step, got {half_cycle_steps}")
+    import jax.numpy as jnp
+
+    def schedule(count):
+        s = jnp.asarray(count, jnp.float32)
+        cycle = jnp.floor(1.0 + s / (2.0 * half_cycle_steps))
+        x = jnp.abs(s / half_cycle_steps - 2.0 * cycle + 1.0)
+        return base_lr + (max_lr - base_lr) * jnp.maximum(0.0, 1.0 - x)
+
+    return schedule
+
+
 def build_schedule(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
     """Learning rate (float32 scalar) as a function of the optimiser step count."""
     if cfg.schedule not in SCHEDULES:
         raise ValueError(f"config.optim.schedule={cfg.schedule!r}; expected one of {SCHEDULES}")
+    if cfg.schedule == "cyclic":
+        half = _epochs_to_steps(cfg, "cycle_half_steps", "cycle_half_epochs")
+        if not half:
+            raise ValueError("config.optim.schedule='cyclic' needs cycle_half_steps or cycle_half_epochs > 0")
+        return cyclic_schedule(cfg.cyclic_base_lr, cfg.peak_lr, int(half))
+    if cfg.schedule == "step":
+        marks = tuple(int(m) for m in (_epochs_to_steps(cfg, "milestones", "milestone_epochs") or ()))
+        if any(m < 1 for m in marks) or list(marks) != sorted(marks):
+            raise ValueError(f"config.optim.milestones must be increasing positive steps, got {marks}")
+        if not marks:
+            return optax.constant_schedule(cfg.peak_lr)
+        return optax.piecewise_constant_schedule(cfg.peak_lr, {m: cfg.gamma for m in marks})
     w = warmup_steps(cfg, total_steps)
     if w >= total_steps and cfg.schedule == "cosine":
         raise ValueError(f"warm-up ({w} steps) must be shorter than the run ({total_steps} steps)")
@@ -125,8 +198,13 @@ def build_optimizer(
     Returns:
       ``(tx, schedule)``; ``schedule(step)`` is the multiplier-1 learning rate.
     """
-    if cfg.name != "adamw":
-        raise ValueError(f"config.optim.name={cfg.name!r}; only 'adamw' is implemented")
+    if cfg.name not in OPTIMIZERS:
+        raise ValueError(f"config.optim.name={cfg.name!r}; expected one of {OPTIMIZERS}")
+    if cfg.peak_lr <= 0 or (cfg.schedule == "cyclic" and cfg.cyclic_base_lr < 0):
+        raise ValueError(f"config.optim.peak_lr={cfg.peak_lr}: learning rates must be > 0")
+    if cfg.get("lookahead_k", 0) < 0 or not 0.0 <= cfg.get("lookahead_alpha", 0.5) <= 1.0:
+        raise ValueError(f"config.optim.lookahead_k={cfg.lookahead_k} must be >= 0 and lookahead_alpha="
+                         f"{cfg.lookahead_alpha} in [0, 1]")
     schedule = build_schedule(cfg, total_steps)
     groups = dict(cfg.groups.to_dict()) if cfg.groups is not None else {}
     present = sorted(set(jax.tree.leaves(labels))) if labels is not None else ["all"]
@@ -143,15 +221,108 @@ def build_optimizer(
     if cfg.decay_matrices_only:
         decay_mask = lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)  # noqa: E731
 
-    def adamw(m: float) -> optax.GradientTransformation:
-        return optax.adamw(_scaled(schedule, m), b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
-                           weight_decay=cfg.weight_decay, mask=decay_mask)
+    def base(m: float) -> optax.GradientTransformation:
+        lr = _scaled(schedule, m)
+        if cfg.name == "lamb":
+            return optax.lamb(lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay, mask=decay_mask)
+        if cfg.name == "crabnet_lamb":
+            return crabnet_lamb(lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay)
+        if cfg.name == "sgd":
+            return optax.chain(optax.add_decayed_weights(cfg.weight_decay, mask=decay_mask),
+                               optax.sgd(lr, momentum=cfg.b1 if cfg.b1 > 0 else None))
+        return optax.adamw(lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay, mask=decay_mask)
 
     label_fn = (lambda params: labels) if labels is not None else (lambda params: jax.tree.map(lambda _: "all", params))
-    per_group = {g: (optax.set_to_zero() if m == 0.0 else adamw(m)) for g, m in mult.items()}
+    per_group = {g: (optax.set_to_zero() if m == 0.0 else base(m)) for g, m in mult.items()}
     tx = optax.multi_transform(per_group, label_fn)
     if cfg.clip_norm > 0:
         zero_frozen = optax.multi_transform(
             {g: (optax.set_to_zero() if m == 0.0 else optax.identity()) for g, m in mult.items()}, label_fn)
         tx = optax.chain(zero_frozen, optax.clip_by_global_norm(cfg.clip_norm), tx)
+    if cfg.get("lookahead_k", 0) > 0:
+        tx = lookahead(tx, int(cfg.lookahead_k), float(cfg.lookahead_alpha))
     return tx, schedule
+
+
+class CrabNetLambState(NamedTuple):
+    count: jax.Array
+    mu: PyTree
+    nu: PyTree
+
+
+def crabnet_lamb(learning_rate, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-6,
+                 weight_decay: float = 0.0) -> optax.GradientTransformation:
+    """Lamb exactly as CrabNet's ``utils.Lamb.step`` (see the module docstring); per leaf:
+    ``m = b1 m + (1 - b1) g``, ``v = b2 v + (1 - b2) g²``, ``a = m / (√v + eps) + wd·w``,
+    ``update = -lr · r · a`` with ``r = clip(‖w‖, 0, 10) / ‖a‖`` (1 if either norm is 0)."""
+    import jax.numpy as jnp
+
+    def init(params):
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        return CrabNetLambState(jnp.zeros([], jnp.int32), zeros, jax.tree.map(jnp.zeros_like, params))
+
+    def update(grads, state, params=None):
+        if params is None:
+            raise ValueError("crabnet_lamb needs the parameters (trust ratio)")
+        mu = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g, state.mu, grads)
+        nu = jax.tree.map(lambda v, g: b2 * v + (1 - b2) * g * g, state.nu, grads)
+        lr = learning_rate(state.count) if callable(learning_rate) else learning_rate
+
+        def leaf(m, v, w):
+            a = m / (jnp.sqrt(v) + eps) + weight_decay * w
+            wn = jnp.clip(jnp.sqrt(jnp.sum(w * w)), 0.0, 10.0)
+            an = jnp.sqrt(jnp.sum(a * a))
+            r = jnp.where((wn == 0) | (an == 0), 1.0, wn / jnp.where(an == 0, 1.0, an))
+            return (-lr * r * a).astype(w.dtype)
+
+        updates = jax.tree.map(leaf, mu, nu, params)
+        return updates, CrabNetLambState(state.count + 1, mu, nu)
+
+    return optax.GradientTransformation(init, update)
+
+
+class LookaheadState(NamedTuple):
+    inner: Any
+    slow: PyTree
+    step: jax.Array
+    has_slow: jax.Array
+
+
+def lookahead(inner: optax.GradientTransformation, k: int = 6, alpha: float = 0.5) -> optax.GradientTransformation:
+    """CrabNet's ``Lookahead`` around ``inner``: after every k-th inner step the slow weights move
+    ``slow += alpha (fast - slow)`` and the fast weights are set to them; the slow weights are
+    created (as a copy of the fast ones) at the first sync, so that sync leaves the weights as
+    they are. The returned update is ``target - params``. State: inner state, slow weights,
+    step counter, whether the slow weights exist."""
+    import jax.numpy as jnp
+
+    if k < 1:
+        raise ValueError(f"lookahead k must be >= 1, got {k}")
+
+    def init(params):
+        return LookaheadState(inner.init(params), jax.tree.map(jnp.array, params), jnp.zeros([], jnp.int32),
+                              jnp.zeros([], bool))
+
+    def update(grads, state, params=None):
+        if params is None:
+            raise ValueError("lookahead needs the parameters")
+        u, inner_state = inner.update(grads, state.inner, params)
+        step = state.step + 1
+        sync = (step % k) == 0
+        first = sync & ~state.has_slow
+
+        def leaf(p, du, slow):
+            fast = p + du
+            base = jnp.where(first, fast, slow)
+            new_slow = base + alpha * (fast - base)
+            target = jnp.where(sync, new_slow, fast)
+            return (target - p).astype(p.dtype), jnp.where(sync, new_slow, slow).astype(slow.dtype)
+
+        pairs = jax.tree.map(leaf, params, u, state.slow)
+        treedef = jax.tree.structure(params)
+        flat = treedef.flatten_up_to(pairs)
+        updates = treedef.unflatten([a for a, _ in flat])
+        slow = treedef.unflatten([b for _, b in flat])
+        return updates, LookaheadState(inner_state, slow, step, state.has_slow | sync)
+
+    return optax.GradientTransformation(init, update)

@@ -62,5 +62,5 @@ def test_onehot_table_and_errors():
     np.testing.assert_array_equal(t.sum(1)[1:], 1.0)
     t[5, 0] = 7.0  # a copy: the cached table is unchanged
     assert element_features("onehot")[5, 0] == 0.0
-    with pytest.raises(ValueError, match="mat2vec"):
-        element_features("mat2vec")
+    with pytest.raises(ValueError, match="unknown element table 'no_such_table'"):
+        element_features("no_such_table")

@@ -25,8 +25,13 @@ volume, La's covalent radius); the layout, ranges and bin rules are the same.
 
 from __future__ import annotations
 
+import csv
 import functools
+import gzip
+import json
 import math
+import os
+import pathlib
 import warnings
 
 import numpy as np
@@ -133,9 +138,91 @@ def _table(kind: str) -> np.ndarray:
 
 
 def element_features(kind: str = "cgcnn92") -> np.ndarray:
-    """Element feature table float32 [Z_MAX + 1, F] indexed by atomic number; row 0 is all zeros.
+    """Element feature table float32 [Z + 1, F] indexed by atomic number; row 0 is all zeros.
 
-    kind: "cgcnn92" (F = 92, see module docstring) or "onehot" (F = 100, column Z - 1).
+    kind: "cgcnn92" (F = 92, rebuilt from pymatgen, see module docstring), "onehot" (F = 100,
+    column Z - 1), or a data table read by `load_element_table` (``"mat2vec"``,
+    ``"cgcnn_atom_init"``, ``"magpie"``, ``"oliynyk"``, or a file path).
     Returns a fresh copy (the cached table is never handed out).
     """
-    return _table(kind).copy()
+    if kind in ("cgcnn92", "onehot"):
+        return _table(kind).copy()
+    return load_element_table(kind)
+
+
+# ------------------------------------------------------------------------------------------
+# element tables shipped as data (CrabNet's element_properties/, CGCNN's atom_init.json)
+
+DATA_TABLES = {"mat2vec": "mat2vec.csv.gz", "magpie": "magpie.csv.gz", "oliynyk": "oliynyk.csv.gz",
+               "cgcnn_atom_init": "cgcnn_atom_init.json.gz"}
+ELEMENT_DIR_ENV = "MMJAX_ELEMENT_DIR"
+
+
+def element_table_dirs() -> list[pathlib.Path]:
+    """Where named data tables are looked up, in order: ``$MMJAX_ELEMENT_DIR``, then
+    ``../shared/data/element_properties`` beside the repository (the development layout)."""
+    dirs = []
+    if os.environ.get(ELEMENT_DIR_ENV):
+        dirs.append(pathlib.Path(os.environ[ELEMENT_DIR_ENV]))
+    dirs.append(pathlib.Path(__file__).resolve().parents[4] / "shared" / "data" / "element_properties")
+    return dirs
+
+
+def resolve_element_table(name_or_path: str) -> pathlib.Path:
+    """The file behind a table name (`DATA_TABLES`) or an explicit path; clear error if absent."""
+    p = pathlib.Path(name_or_path)
+    if p.suffix in (".csv", ".gz", ".json") or p.exists():
+        if not p.is_file():
+            raise FileNotFoundError(f"element table file {p} does not exist")
+        return p
+    if name_or_path not in DATA_TABLES:
+        raise ValueError(f"unknown element table {name_or_path!r}; choose 'cgcnn92', 'onehot', one of "
+                         f"{sorted(DATA_TABLES)} or a .csv/.csv.gz/.json(.gz) path")
+    tried = [d / DATA_TABLES[name_or_path] for d in element_table_dirs()]
+    for f in tried:
+        if f.is_file():
+            return f
+    raise FileNotFoundError(f"element table {name_or_path!r} not found (tried {', '.join(map(str, tried))}); "
+                            f"set ${ELEMENT_DIR_ENV} to the folder that holds {DATA_TABLES[name_or_path]}")
+
+
+def load_element_table(name_or_path: str) -> np.ndarray:
+    """float32 [Z_max + 1, F] from a data file; row Z = element Z, row 0 and absent elements zero.
+
+    Formats: CSV (optionally gzipped) whose first column is the element symbol and the rest are
+    features (CrabNet's ``element_properties/*.csv``; empty cells read as 0), or JSON keyed by
+    atomic number (CGCNN's ``atom_init.json``). Z_max is the largest element in the file.
+    """
+    return _load_table_cached(str(resolve_element_table(name_or_path).resolve())).copy()
+
+
+@functools.lru_cache(maxsize=8)
+def _load_table_cached(path: str) -> np.ndarray:
+    from pymatgen.core.periodic_table import Element
+
+    opener = gzip.open if path.endswith(".gz") else open
+    rows: dict[int, list[float]] = {}
+    with opener(path, "rt", encoding="utf-8") as fh:
+        if path.endswith((".json", ".json.gz")):
+            for k, v in json.load(fh).items():
+                rows[int(k)] = [float(x) for x in v]
+        else:
+            reader = csv.reader(fh)
+            next(reader)  # header
+            for line_no, rec in enumerate(reader, start=2):
+                if not rec:
+                    continue
+                try:
+                    z = Element(rec[0].strip()).Z
+                except ValueError:
+                    raise ValueError(f"{path} line {line_no}: {rec[0]!r} is not an element symbol") from None
+                rows[z] = [float(x) if x.strip() else 0.0 for x in rec[1:]]
+    if not rows:
+        raise ValueError(f"element table {path} has no rows")
+    widths = {len(v) for v in rows.values()}
+    if len(widths) != 1:
+        raise ValueError(f"element table {path}: rows have different widths {sorted(widths)}")
+    table = np.zeros((max(rows) + 1, widths.pop()), np.float32)
+    for z, v in rows.items():
+        table[z] = v
+    return table

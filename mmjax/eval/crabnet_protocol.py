@@ -1,0 +1,138 @@
+"""CrabNet's training procedure (``crabnet/model.py`` ``Model.fit`` / ``Model.train`` and
+``train_crabnet.py``), on the `mmjax.eval.fit` machinery.
+
+``fit_predict_crabnet(config, train, val, test, target=...)``:
+
+* batch size: CrabNet's rule ``2 ** round(log2(N_train) - 4)`` clipped to [2^7, 2^12]
+  (`crabnet_batch_size`), unless given;
+* ``epochs`` (CrabNet: 40), cut to a multiple of ``2 * epochs_step``; one epoch =
+  ``ceil(N_train / batch)`` optimiser steps; the optimiser is ``config.optim`` (the
+  ``"crabnet"`` preset: Lamb + Lookahead, triangular CyclicLR with a half-cycle of
+  ``epochs_step`` epochs — ``steps_per_epoch`` is filled in here);
+* SWA as CrabNet does it (`mmjax.train.swa.CrabNetSWA`): in every epoch e with
+  ``(e + 1) % (2 * epochs_step) == 0`` and ``e >= 2 * epochs_step - 1`` (the cyclic rate's minima),
+  the validation MAE is computed after **every** batch and fed to the SWA rule; training stops
+  after ``discard_n`` such epochs without a new minimum; the test predictions use the averaged
+  weights;
+* targets are scaled with the training rows' mean and std (`mmjax.eval.fit.normalisation`);
+  predictions and sigma (``exp(log_sigma) * std``, CrabNet's uncertainty) come back in stored units.
+
+The fraction jitter (``config.system.encoder.fraction_noise``), RobustL1 loss and the per-element
+head are parts of the system (``configs/crabnet.py``), not of this procedure.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import os
+import time
+from typing import Callable
+
+import jax
+import numpy as np
+
+from mmjax.eval.fit import FitDiverged, prepare_fit, target_values
+from mmjax.train import mesh as mesh_lib
+from mmjax.train.swa import CrabNetSWA
+
+
+def crabnet_batch_size(n_train: int) -> int:
+    """CrabNet's training batch: ``2 ** round(log2(n) - 4)``, clipped to [128, 4096]."""
+    if n_train < 1:
+        raise ValueError(f"need at least one training row, got {n_train}")
+    return int(min(max(2 ** round(math.log2(n_train) - 4), 2 ** 7), 2 ** 12))
+
+
+@dataclasses.dataclass
+class CrabNetFit:
+    """ids / predictions / sigma: the test rows in dataset order (stored units); epochs_run;
+    history: one dict per epoch (``epoch``, ``train/loss``, and for SWA epochs ``val/mae_last``,
+    ``swa/minimum_found``); swa: thresholds and counts at the end; batch_size; steps_per_epoch."""
+
+    ids: np.ndarray
+    predictions: np.ndarray
+    sigma: np.ndarray
+    epochs_run: int
+    history: list
+    swa: dict
+    batch_size: int
+    steps_per_epoch: int
+    target_mean: float
+    target_std: float
+    wall_s: float
+
+
+def fit_predict_crabnet(config, train, val, test, *, target: str, epochs: int = 40, epochs_step: int = 1,
+                        discard_n: int = 3, batch_size: int | None = None, seed: int | None = None, mesh=None,
+                        log: Callable[[str], None] | None = None, progress_path: str | None = None) -> CrabNetFit:
+    """Train as CrabNet trains (module docstring) and predict ``test`` with the SWA weights.
+
+    progress_path: a JSON-lines file that gets one line per epoch as training goes (for long
+    background runs); None = none.
+    """
+    t0 = time.time()
+    n_train = int(np.isfinite(target_values(train, target)).sum())
+    mesh = mesh_lib.make_mesh() if mesh is None else mesh
+    n_dev = mesh.devices.size
+    batch = batch_size or crabnet_batch_size(n_train)
+    batch = int(math.ceil(batch / n_dev) * n_dev)
+    steps_per_epoch = max(1, math.ceil(n_train / batch))
+    if epochs_step < 1 or discard_n < 1:
+        raise ValueError(f"epochs_step and discard_n must be >= 1, got {epochs_step}, {discard_n}")
+    epochs = int(epochs) - int(epochs) % (2 * epochs_step)
+    if epochs < 2 * epochs_step:
+        raise ValueError(f"epochs must be at least 2 * epochs_step = {2 * epochs_step}")
+    cfg = copy.deepcopy(config)
+    cfg.optim.steps_per_epoch = steps_per_epoch
+    if cfg.optim.schedule == "cyclic" and not cfg.optim.cycle_half_steps:
+        cfg.optim.cycle_half_epochs = epochs_step
+    fs = prepare_fit(cfg, train, val, test, target=target, steps=epochs * steps_per_epoch, batch_size=batch,
+                     seed=seed, mesh=mesh, log=log)
+    y_val = fs.y_val
+    ok_val = np.isfinite(y_val)
+    state = fs.state
+    swa = CrabNetSWA(discard_n)
+    history = []
+
+    def val_mae(params) -> float:
+        pred = fs.predict(params, val) * fs.std + fs.mean
+        return float(np.mean(np.abs(pred[ok_val] - y_val[ok_val])))
+
+    for epoch in range(epochs):
+        swa_epoch = (epoch + 1) % (2 * epochs_step) == 0 and epoch >= 2 * epochs_step - 1
+        losses, found, last_mae = [], [], None
+        for _ in range(steps_per_epoch):
+            b = fs.pending.pop() if fs.pending else next(fs.train_it)
+            state, metrics = fs.train_step(state, mesh_lib.host_to_global(b, fs.mesh))
+            losses.append(metrics["loss"])
+            if swa_epoch:
+                last_mae = val_mae(state.params)
+                found.append(swa.update(state.params, last_mae))
+        bad = int(jax.device_get(state.bad_step))
+        if bad >= 0:
+            raise FitDiverged(f"loss or gradient became NaN/Inf at step {bad} (target {target!r})")
+        row = {"epoch": epoch, "train/loss": float(np.mean(jax.device_get(losses))), "wall_s": round(time.time() - t0, 1)}
+        if swa_epoch:
+            swa.end_epoch(any(found))
+            row.update({"val/mae_last": last_mae, "swa/minimum_found": bool(any(found)),
+                        "swa/minimum_mae": swa.minimum_mae, "swa/discarded": swa.discard_count})
+        history.append(row)
+        if log is not None:
+            log("  " + " ".join(f"{k} {v:.5g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
+        if progress_path:
+            with open(progress_path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(row) + "\n")
+        if swa.stop:
+            break
+    final = swa.averaged(state.params)
+    pred = fs.predict(final, test) * fs.std + fs.mean
+    sigma = np.exp(fs.predict(final, test, key=f"{target}/log_sigma")) * fs.std
+    return CrabNetFit(ids=np.asarray(test.ids), predictions=pred, sigma=sigma, epochs_run=len(history),
+                      history=history, swa={"minimum_mae": swa.minimum_mae, "maximum_mae": swa.maximum_mae,
+                                            "n_avg": swa.n_avg, "discarded": swa.discard_count,
+                                            "updates": len(swa.maes)},
+                      batch_size=batch, steps_per_epoch=steps_per_epoch, target_mean=fs.mean, target_std=fs.std,
+                      wall_s=time.time() - t0)
