@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from mmjax.nn.transformer import get_activation
@@ -161,6 +162,36 @@ class MXMHead(nn.Module):
         return nn.relu(nn.Dense(self.patch_size, name="out")(tokens.astype(jnp.float32)))
 
 
+def torch_bias_init(fan_in: int):
+    """PyTorch ``nn.Linear`` bias init: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    bound = 1.0 / max(fan_in, 1) ** 0.5
+
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+# PyTorch ``nn.Linear`` weight init (kaiming_uniform with a = sqrt(5)): U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+TORCH_KERNEL_INIT = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+
+class TorchDense(nn.Module):
+    """``nn.Dense`` with PyTorch's ``nn.Linear`` initialisation (kernel and bias U(±1/sqrt(fan_in))).
+    Where a reference model is PyTorch, its training dynamics can depend on this scale (CrabNet's
+    gated head collapses from Flax's default lecun-normal init within a few steps)."""
+
+    features: int
+    use_bias: bool = True
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        return nn.Dense(self.features, use_bias=self.use_bias, dtype=self.dtype, param_dtype=self.param_dtype,
+                        kernel_init=TORCH_KERNEL_INIT, bias_init=torch_bias_init(x.shape[-1]), name="dense")(x)
+
+
 class ResidualMLP(nn.Module):
     """Roost's residual network, as CrabNet uses it (``ResidualNetwork`` in crabnet/kingcrab.py).
 
@@ -173,19 +204,22 @@ class ResidualMLP(nn.Module):
 
     hidden: Sequence[int] = (1024, 512, 256, 128)
     out_dim: int = 3
+    torch_init: bool = True
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x):
+        def dense(features, name, use_bias=True):
+            if self.torch_init:
+                return TorchDense(features, use_bias, self.dtype, self.param_dtype, name=name)
+            return nn.Dense(features, use_bias=use_bias, dtype=self.dtype, param_dtype=self.param_dtype, name=name)
+
         x = x.astype(self.dtype)
         for i, h in enumerate(self.hidden):
-            res = x if x.shape[-1] == h else nn.Dense(h, use_bias=False, dtype=self.dtype,
-                                                      param_dtype=self.param_dtype, name=f"res_{i}")(x)
-            x = nn.leaky_relu(nn.Dense(h, dtype=self.dtype, param_dtype=self.param_dtype, name=f"fc_{i}")(x),
-                              0.01) + res
-        return nn.Dense(self.out_dim, dtype=self.dtype, param_dtype=self.param_dtype,
-                        name="out")(x).astype(jnp.float32)
+            res = x if x.shape[-1] == h else dense(h, f"res_{i}", use_bias=False)(x)
+            x = nn.leaky_relu(dense(h, f"fc_{i}")(x), 0.01) + res
+        return dense(self.out_dim, "out")(x).astype(jnp.float32)
 
 
 def gated_element_average(per_element, mask):

@@ -181,3 +181,14 @@ def test_shared_tables_mat2vec_and_cgcnn_atom_init():
     assert m.shape == (119, 200) and not m[0].any() and np.all(np.abs(m[1:]).sum(1) > 0)
     a = load_element_table("cgcnn_atom_init")
     assert a.shape == (101, 92) and set(np.unique(a)) == {0.0, 1.0} and np.all(a[1:].sum(1) >= 1)
+
+
+def test_torch_dense_init_scale():
+    """PyTorch nn.Linear init: kernel and bias U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (std 1/sqrt(3 fan_in))."""
+    from mmjax.nn.heads import TorchDense
+
+    v = TorchDense(400).init(jax.random.PRNGKey(0), jnp.zeros((1, 300)))["params"]["dense"]
+    k, b = np.asarray(v["kernel"]), np.asarray(v["bias"])
+    bound = 1 / np.sqrt(300)
+    assert np.abs(k).max() <= bound and np.abs(b).max() <= bound and np.abs(b).max() > 0.8 * bound
+    assert k.std() == pytest.approx(bound / np.sqrt(3), rel=0.02)
