@@ -58,10 +58,10 @@ def test_gated_average_and_residual_mlp_match_numpy():
     h = x.astype(np.float64)
     lrelu = lambda z: np.where(z > 0, z, 0.01 * z)  # noqa: E731
     for i in range(3):
-        d = v[f"fc_{i}"]
-        res = h if f"res_{i}" not in v else h @ np.asarray(v[f"res_{i}"]["kernel"])
+        d = v[f"fc_{i}"]["dense"]
+        res = h if f"res_{i}" not in v else h @ np.asarray(v[f"res_{i}"]["dense"]["kernel"])
         h = lrelu(h @ np.asarray(d["kernel"]) + np.asarray(d["bias"])) + res
-    ref = h @ np.asarray(v["out"]["kernel"]) + np.asarray(v["out"]["bias"])
+    ref = h @ np.asarray(v["out"]["dense"]["kernel"]) + np.asarray(v["out"]["dense"]["bias"])
     np.testing.assert_allclose(np.asarray(mlp.apply({"params": v}, x)), ref, rtol=1e-4, atol=1e-5)
 
 
