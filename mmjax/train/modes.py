@@ -21,7 +21,8 @@ lives in ``<workdir>/data`` unless ``config.data.data_dir``).
 * ``predict``: `System.predict` over ``--input`` (CIF folder / CSV / JSON, featurised like the
   training data) or ``config.data.predict_split`` -> ``<workdir>/predictions.csv``: ``id`` then
   one column per target (regression in target units; classification as the class label, e.g.
-  space group 1..230), plus ``<target>_true`` where the input has labels; the raw head outputs
+  space group 1..230), plus ``<target>_sigma`` (exp(log sigma) x std, target units) for a
+  ``robust_l1`` target and ``<target>_true`` where the input has labels; the raw head outputs
   (normalised units, logits) go to ``predictions.npz`` with the same row order.
 * ``embed``: `System.embed` over the same inputs -> ``<workdir>/embeddings.npz`` with ``ids``
   (unicode) and one float32 [n, d] array per modality (plain arrays, no pickle).
@@ -376,6 +377,9 @@ def run_predict(config, workdir, input_path=None) -> dict:
     columns = {"id": outputs["ids"]}
     for name in names:
         columns[name] = real.get(name, outputs[name])
+        if f"{name}/log_sigma" in outputs and stats.get(name, {}).get("kind") == "regression":
+            # RobustL1 heads: the predicted scale in target units (CrabNet's uncertainty)
+            columns[f"{name}_sigma"] = np.exp(outputs[f"{name}/log_sigma"].astype(np.float64)) * stats[name]["std"]
     for name in names:
         if f"target/{name}" in outputs and name in stats:
             st, mask = stats[name], outputs[f"target_mask/{name}"].astype(bool)

@@ -192,3 +192,26 @@ def test_torch_dense_init_scale():
     bound = 1 / np.sqrt(300)
     assert np.abs(k).max() <= bound and np.abs(b).max() <= bound and np.abs(b).max() > 0.8 * bound
     assert k.std() == pytest.approx(bound / np.sqrt(3), rel=0.02)
+
+
+def test_predict_mode_writes_sigma_for_robust_l1(tmp_path):
+    """configs/crabnet.py with the published head + RobustL1 through the real train/predict modes:
+    predictions.csv carries <target>_sigma = exp(log sigma) x std (positive, target units)."""
+    import csv
+
+    from mmjax.train.modes import run_predict, run_train
+
+    c = load_config("crabnet")  # :small (learned element table, no data folder needed)
+    c.system.head, c.system.loss = "crabnet", "robust_l1"
+    c.system.head_hidden = (8, 4)
+    c.system.encoder.update(dict(d_model=8, num_layers=1, num_heads=2, mlp_dim=16, element_dim=8, resolution=100,
+                                 fraction_noise=0.02))
+    c.data.num_materials, c.data.num_workers, c.data.batch_per_device = 40, 0, 2
+    c.train.steps, c.train.eval_every, c.train.progress, c.checkpoint.every = 3, 0, False, 0
+    run_train(c, str(tmp_path))
+    cols = run_predict(c, str(tmp_path))
+    name = c.data.targets[0]
+    assert f"{name}_sigma" in cols and np.all(np.asarray(cols[f"{name}_sigma"]) > 0)
+    with open(tmp_path / "predictions.csv") as fh:
+        header = next(csv.reader(fh))
+    assert f"{name}_sigma" in header
