@@ -9,7 +9,11 @@ stored with tensorstore and metadata as JSON; nothing is pickled.
 Restoring needs an abstract target (`jax.ShapeDtypeStruct` with shardings) so optax NamedTuples
 and the sharded layout come back. If the newest step cannot be read (corrupted files), it is
 moved to ``<workdir>/checkpoints_corrupt/<step>`` with a warning naming it and the previous
-step is tried.
+step is tried — but only when its own files fail to read. A checkpoint whose parameter tree
+differs from the model being restored (another config, other overrides, a changed shape) is a
+configuration error: `CheckpointMismatch` names the differing keys and nothing is moved.
+Read-only callers (predict / embed / evaluate) pass ``read_only=True``: an unreadable step is
+skipped with a warning and left where it is.
 """
 
 from __future__ import annotations
@@ -30,6 +34,27 @@ log = logging.getLogger(__name__)
 
 class NoUsableCheckpoint(RuntimeError):
     """Checkpoints exist but none of them could be restored."""
+
+
+class CheckpointMismatch(ValueError):
+    """The checkpoint's parameters do not match the model's (paths or shapes); names them."""
+
+
+def _flat_shapes(tree) -> dict[str, tuple]:
+    out = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        key = "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+        out[key] = tuple(getattr(leaf, "shape", ()))
+    return out
+
+
+def params_difference(saved: PyTree, wanted: PyTree, limit: int = 6) -> list[str]:
+    """Human-readable differences between two parameter trees (missing / extra / reshaped keys)."""
+    a, b = _flat_shapes(saved), _flat_shapes(wanted)
+    diffs = [f"{k}: checkpoint {a[k]} vs model {b[k]}" for k in sorted(set(a) & set(b)) if a[k] != b[k]]
+    diffs += [f"{k}: only in the model" for k in sorted(set(b) - set(a))]
+    diffs += [f"{k}: only in the checkpoint" for k in sorted(set(a) - set(b))]
+    return diffs[:limit] + ([f"... {len(diffs) - limit} more"] if len(diffs) > limit else [])
 
 
 class Checkpointer:
@@ -115,28 +140,90 @@ class Checkpointer:
         out = self._mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
         return dict(out["meta"])
 
-    def restore_latest(self, target: PyTree) -> tuple[int, PyTree, dict] | None:
+    def saved_tree(self, step: int) -> PyTree:
+        """The state tree metadata (shapes) stored at ``step`` (raises on unreadable files)."""
+        with _QuietOrbax(), ocp.StandardCheckpointer() as ckptr:
+            tree = ckptr.metadata(os.path.join(self.directory, str(step), "state")).item_metadata.tree
+        if "params" not in tree:
+            raise ValueError(f"checkpoint step {step} has no params entry")
+        return tree
+
+    def restore_latest_params(self, params_target: PyTree) -> tuple[int, PyTree] | None:
+        """Read-only: newest ``(step, params)`` laid out as ``params_target`` (ShapeDtypeStructs with
+        shardings). Only the parameters must match the model (the optimiser state is not read, so
+        predict / embed / evaluate work whatever optimiser or stage trained the model). Unreadable
+        steps are skipped in place; a parameter mismatch raises `CheckpointMismatch`."""
+        steps = self.all_steps()
+        if not steps:
+            return None
+        for step in reversed(steps):
+            try:
+                saved = self.saved_tree(step)
+            except Exception as err:  # orbax / tensorstore raise many types for damaged files
+                self._unreadable(step, err, True)
+                continue
+            self._check_params(step, saved["params"], params_target)
+            try:
+                return step, jax.device_put(_read_params(os.path.join(self.directory, str(step))),
+                                            jax.tree.map(lambda t: t.sharding, params_target))
+            except Exception as err:  # orbax / tensorstore raise many types for damaged files
+                self._unreadable(step, err, True)
+        raise NoUsableCheckpoint(f"no checkpoint in {self.directory} could be read (tried steps {steps})")
+
+    def _check_params(self, step: int, saved: PyTree, wanted: PyTree, extra: list[str] | None = None) -> None:
+        diffs = params_difference(saved, wanted) or list(extra or [])
+        if diffs:
+            raise CheckpointMismatch(
+                f"checkpoint step {step} in {self.directory} holds another model's parameters: "
+                + "; ".join(diffs) + ". Run with the training run's config (and overrides) or another "
+                "--workdir; nothing was moved.")
+
+    def restore_latest(self, target: PyTree, read_only: bool = False) -> tuple[int, PyTree, dict] | None:
         """Newest restorable ``(step, state, meta)``, or None when there is no checkpoint.
 
-        Unreadable steps are moved aside with a warning, newest first, until one restores.
+        A step whose files cannot be read is moved aside (or, ``read_only``, skipped in place)
+        with a warning, newest first, until one restores. A readable step whose parameters do
+        not match ``target.params`` raises `CheckpointMismatch` (nothing is moved).
         """
         steps = self.all_steps()
         if not steps:
             return None
         for step in reversed(steps):
             try:
+                saved = self.saved_tree(step)
+            except Exception as err:  # orbax / tensorstore raise many types for damaged files
+                self._unreadable(step, err, read_only)
+                continue
+            wanted = getattr(target, "params", None)
+            if wanted is not None:
+                n_saved, n_wanted = len(jax.tree.leaves(saved)), len(jax.tree.leaves(target))
+                self._check_params(step, saved["params"], wanted, [] if n_saved == n_wanted else [
+                    f"optimiser / train state: {n_saved} arrays in the checkpoint vs {n_wanted} for this config "
+                    "(config.optim changed?)"])
+            try:
                 state, meta = self.restore(step, target)
                 jax.block_until_ready(state)
                 return step, state, meta
             except Exception as err:  # orbax / tensorstore raise many types for damaged files
-                self._quarantine(step, err)
+                self._unreadable(step, err, read_only)
         raise NoUsableCheckpoint(f"no checkpoint in {self.directory} could be restored (tried steps {steps})")
+
+    def _unreadable(self, step: int, err: Exception, read_only: bool) -> None:
+        if not read_only:
+            self._quarantine(step, err)
+            return
+        msg = (f"checkpoint step {step} at {os.path.join(self.directory, str(step))} is unreadable "
+               f"({type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''}); left in place "
+               "(read-only mode), trying the previous checkpoint")
+        warnings.warn(msg, RuntimeWarning, stacklevel=3)
+        log.warning(msg)
 
     def _quarantine(self, step: int, err: Exception) -> None:
         src = os.path.join(self.directory, str(step))
         dst_root = self.directory.rstrip("/") + "_corrupt"
         dst = os.path.join(dst_root, str(step))
-        msg = f"checkpoint step {step} at {src} is unreadable ({type(err).__name__}: {str(err)[:200]}); moved to {dst}, falling back to the previous checkpoint"
+        first = str(err).splitlines()[0][:160] if str(err) else ""
+        msg = f"checkpoint step {step} at {src} is unreadable ({type(err).__name__}: {first}); moved to {dst}, falling back to the previous checkpoint"
         warnings.warn(msg, RuntimeWarning, stacklevel=3)
         log.warning(msg)
         if jax.process_index() == 0:
@@ -194,6 +281,33 @@ def _sync(name: str) -> None:
         multihost_utils.sync_global_devices(name)
 
 
+class _QuietOrbax:
+    """Orbax's absl warnings (e.g. "Metadata file does not exist" on every metadata read of a
+    checkpoint it wrote itself) silenced for one block; errors still raise."""
+
+    def __enter__(self):
+        from absl import logging as absl_logging
+
+        self._absl, self._level = absl_logging, absl_logging.get_verbosity()
+        absl_logging.set_verbosity(absl_logging.ERROR)
+
+    def __exit__(self, *exc):
+        self._absl.set_verbosity(self._level)
+
+
+def _read_params(step_dir: str) -> PyTree:
+    """The ``params`` of one step folder, on this process's first device (any writing topology)."""
+    state_dir = os.path.join(step_dir, "state")
+    with _QuietOrbax(), ocp.StandardCheckpointer() as ckptr:
+        tree = ckptr.metadata(state_dir).item_metadata.tree
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        state = ckptr.restore(state_dir, jax.tree.map(
+            lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree))
+    if "params" not in state:
+        raise ValueError(f"checkpoint {step_dir} has no 'params' entry (keys: {sorted(state)})")
+    return state["params"]
+
+
 def load_params(path: str | os.PathLike) -> PyTree:
     """Parameters from a workdir, its ``checkpoints/`` folder or one step folder (newest step).
 
@@ -208,13 +322,4 @@ def load_params(path: str | os.PathLike) -> PyTree:
         if not steps:
             raise FileNotFoundError(f"no checkpoint found under {path}")
         path = os.path.join(path, str(steps[-1]))
-    state_dir = os.path.join(path, "state")
-    with ocp.StandardCheckpointer() as ckptr:
-        # Target on this process's first device: works whatever topology wrote the checkpoint.
-        tree = ckptr.metadata(state_dir).item_metadata.tree
-        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-        state = ckptr.restore(state_dir, jax.tree.map(
-            lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree))
-    if "params" not in state:
-        raise ValueError(f"checkpoint {path} has no 'params' entry (keys: {sorted(state)})")
-    return state["params"]
+    return _read_params(path)

@@ -214,13 +214,13 @@ def _restore_params(system, config, workdir, example_host_batch):
     eng = build_engine(system, config, example_host_batch)
     ckpt = make_checkpointer(config, workdir)
     try:
-        restored = ckpt.restore_latest(sharded_target(eng["abstract"], eng["shardings"]))
+        restored = ckpt.restore_latest_params(sharded_target(eng["abstract"], eng["shardings"]).params)
     finally:
         ckpt.close()
     if restored is None:
         raise FileNotFoundError(f"no checkpoint in {os.path.join(workdir, 'checkpoints')}; train first")
-    step, state, _ = restored
-    return eng, state.params, step
+    step, params = restored
+    return eng, params, step
 
 
 def collect_outputs(method: Callable, params, params_shardings, mesh, iterator, *,

@@ -109,3 +109,44 @@ def test_no_usable_checkpoint(engine_state, tmp_path):
         with pytest.raises(NoUsableCheckpoint, match="tried steps"):
             ck.restore_latest(sharded_target(eng["abstract"], eng["shardings"]))
     assert os.listdir(tmp_path / "ck_corrupt") == ["1"]
+
+
+def _damage(step_dir):
+    for f in (step_dir / "state").rglob("*"):
+        if f.is_file() and f.parent.name == "d":
+            f.write_bytes(f.read_bytes()[: len(f.read_bytes()) // 3])
+
+
+def test_other_model_is_a_config_error_and_moves_nothing(engine_state, tmp_path):
+    """A readable checkpoint of another model (a reshaped / missing parameter) raises
+    CheckpointMismatch naming the keys; the valid checkpoint stays where it is."""
+    from mmjax.train.checkpoint import CheckpointMismatch
+
+    eng, state, _ = engine_state
+    root = tmp_path / "ck"
+    with Checkpointer(root, async_save=False) as ck:
+        ck.save(1, state, {"step": 1})
+    target = sharded_target(eng["abstract"], eng["shardings"])
+    head = target.params["head"]
+    wider = dict(head, kernel=jax.ShapeDtypeStruct((head["kernel"].shape[0], head["kernel"].shape[1] + 1),
+                                                   head["kernel"].dtype, sharding=head["kernel"].sharding))
+    other = target.replace(params=dict(target.params, head=wider))
+    with Checkpointer(root, async_save=False) as ck:
+        with pytest.raises(CheckpointMismatch, match=r"head/kernel: checkpoint .* vs model"):
+            ck.restore_latest(other)
+        assert ck.all_steps() == [1]
+    assert not (tmp_path / "ck_corrupt").exists() and (root / "1").is_dir()
+
+
+def test_read_only_restore_never_moves_a_damaged_step(engine_state, tmp_path):
+    eng, state, _ = engine_state
+    root = tmp_path / "ck"
+    with Checkpointer(root, async_save=False) as ck:
+        ck.save(1, state, {"step": 1})
+        ck.save(2, state.replace(step=state.step + 2), {"step": 2})
+    _damage(root / "2")
+    with Checkpointer(root, async_save=False) as ck:
+        with pytest.warns(RuntimeWarning, match=r"step 2 .* left in place"):
+            step, _, _ = ck.restore_latest(sharded_target(eng["abstract"], eng["shardings"]), read_only=True)
+        assert step == 1 and ck.all_steps() == [1, 2]
+    assert (root / "2").is_dir() and not (tmp_path / "ck_corrupt").exists()

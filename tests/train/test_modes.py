@@ -227,3 +227,25 @@ def test_device_resident_run_resumes_to_the_same_parameters(tmp_path):
     assert summary["start_step"] == 2 and summary["steps"] == 4 and summary["feed"] == "device"
     for a, b in zip(jax.tree.leaves(full), jax.tree.leaves(load_params(tmp_path / "run"))):
         np.testing.assert_array_equal(a, b)
+
+
+def test_embed_after_pretrain_reads_the_pretrained_model_and_moves_nothing(tmp_path):
+    """The README's MatBind-style flow on one workdir: --mode=pretrain, then --mode=embed with the
+    same config. The pretraining checkpoint (other stage, other optimiser state) is read for its
+    parameters and left in place; a model that does not match names its keys and moves nothing."""
+    from mmjax.train.checkpoint import CheckpointMismatch
+    from mmjax.train.modes import run_pretrain
+
+    config = tiny_config()
+    with config.unlocked():
+        config.pretrain.steps = 2
+    run_pretrain(config, str(tmp_path))
+    before = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    out = run_embed(config, str(tmp_path))
+    assert out["ids"].shape[0] > 0
+    other = tiny_config()
+    other.system.composition.update(dict(d_model=16))
+    with pytest.raises(CheckpointMismatch, match=r"composition/embed/kernel: checkpoint \(8, 8\) vs model \(8, 16\)"):
+        run_embed(other, str(tmp_path))
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == before
+    assert not (tmp_path / "checkpoints_corrupt").exists()
