@@ -22,6 +22,7 @@ import ml_collections
 import numpy as np
 
 from mmjax.train import mesh as mesh_lib
+from mmjax.train import compile_cache
 from mmjax.train.checkpoint import Checkpointer, load_params
 from mmjax.train.config import RESUME_IGNORED_KEYS
 from mmjax.train.data import device_feed, peek
@@ -149,6 +150,7 @@ def train(system, config: ml_collections.ConfigDict, workdir: str, train_iter,
     if total < 1 or tc.log_every < 1 or tc.eval_every < 0 or config.checkpoint.every < 0:
         raise ValueError(f"need config.train.steps >= 1 (got {total}), train.log_every >= 1 (got {tc.log_every}), "
                          f"train.eval_every >= 0 and checkpoint.every >= 0")
+    cache = compile_cache.enable(config.train.get("compilation_cache_dir", "auto"))
     eng = build_engine(system, config, peek(train_iter), mesh)
     mesh, shardings = eng["mesh"], eng["shardings"]
     cfg_json = config_json(config)
@@ -208,13 +210,17 @@ def train(system, config: ml_collections.ConfigDict, workdir: str, train_iter,
     def meta_now(s: int) -> dict:
         return {"config": cfg_json, "data_state": feed.get_state(), "step": s, "best": best}
 
+    first_step_s = compile_s = None
     try:
         while step < total:
+            t_step = time.time()
             state, metrics = train_step(state, next(feed))
             step += 1
             if step == start_step + 1:
                 jax.block_until_ready(metrics)
                 thr.mark_first_step_done()
+                # the first step's wall time is its compilation (or cache load) plus one step
+                first_step_s, compile_s = time.time() - t_start, time.time() - t_step
             else:
                 since_rate += 1
             is_log = step % tc.log_every == 0 or step == total
@@ -268,6 +274,7 @@ def train(system, config: ml_collections.ConfigDict, workdir: str, train_iter,
         "wall_s": time.time() - t_start, "devices": jax.device_count(), "processes": jax.process_count(),
         "device_kind": jax.devices()[0].device_kind, "workdir": workdir,
         "feed": "host" if store is None else "device",  # where batches were assembled (data.device_resident)
+        "first_step_s": first_step_s, "compile_s": compile_s, "compilation_cache": cache,
     }
     writer.write(total, {}, event="summary")
     writer.close()
