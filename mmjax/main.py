@@ -5,6 +5,8 @@ value of the wrong type is rejected naming the key. Multi-process runs are start
 environment (see `mmjax.train.mesh.distributed_settings` and ``launch/``).
 """
 
+import sys
+
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -17,17 +19,53 @@ _INPUT = flags.DEFINE_string("input", None, "Input data for predict / embed (def
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+def validate_config(config) -> None:
+    """Reject out-of-range values before any work (featurising, compiling): the optimiser and its
+    schedule are built once here (cheap, no parameters), and the run lengths checked."""
+    from mmjax.train.optim import build_optimizer
+
+    steps = int(config.train.steps)
+    if steps < 1:
+        raise ValueError(f"config.train.steps={steps}: must be >= 1")
+    pre = config.get("pretrain", None)
+    if pre is not None and int(pre.get("steps", 0)) < 0:
+        raise ValueError(f"config.pretrain.steps={pre.steps}: must be >= 0")
+    if int(config.data.get("batch_per_device", 1)) < 1:
+        raise ValueError(f"config.data.batch_per_device={config.data.batch_per_device}: must be >= 1")
+    build_optimizer(config.optim, steps)
+
+
+def user_errors() -> tuple:
+    """Exceptions that describe a problem with the user's input (config, data, checkpoint, run):
+    printed as one line without a traceback unless ``--verbosity`` >= 1."""
+    from mmjax.data.material import RecordError
+    from mmjax.train.checkpoint import CheckpointMismatch, NoUsableCheckpoint
+    from mmjax.train.loop import ConfigMismatch, TrainingDiverged
+
+    return (ValueError, KeyError, FileNotFoundError, RecordError, CheckpointMismatch, NoUsableCheckpoint,
+            ConfigMismatch, TrainingDiverged)
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     from absl import logging
 
+    verbose = flags.FLAGS["verbosity"].present and flags.FLAGS.verbosity >= 1
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
     from mmjax.train.mesh import initialize_distributed
 
-    initialize_distributed()
-    MODES[_MODE.value](_CONFIG.value, _WORKDIR.value, input_path=_INPUT.value)
+    try:
+        validate_config(_CONFIG.value)
+        initialize_distributed()
+        MODES[_MODE.value](_CONFIG.value, _WORKDIR.value, input_path=_INPUT.value)
+    except user_errors() as err:
+        if verbose:
+            raise
+        msg = str(err).strip().strip('"') or type(err).__name__
+        print(f"error ({type(err).__name__}): {msg}\n(run with --verbosity=1 for the traceback)", file=sys.stderr)
+        sys.exit(2)
 
 
 def run():

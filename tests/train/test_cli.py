@@ -63,6 +63,16 @@ def test_locked_config_rejects_typo_naming_the_key(tmp_path):
     assert not (tmp_path / "checkpoints").exists()
 
 
+def test_out_of_range_value_stops_before_any_work_in_one_line(tmp_path):
+    """A negative learning rate is refused before featurising or compiling: one line naming the
+    key, no traceback, exit status 2, nothing written."""
+    out = subprocess.run(cli(tmp_path / "w", "--config.optim.peak_lr=-0.01"), cwd=REPO, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 2
+    assert "config.optim.peak_lr=-0.01" in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "w").exists()
+
+
 def parse_config_flags(argv, monkeypatch):
     """main.py's --config flag (locked) on fresh FlagValues; config_flags reads overrides from sys.argv."""
     monkeypatch.setattr(sys, "argv", argv)
