@@ -75,16 +75,23 @@ def load_matbench_labels(path: str | os.PathLike) -> dict:
     }
 
 
+MAPE_THRESHOLD = 1e-5
+
+
 def score_regression(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
-    """Matbench's regression scores: mae, rmse, mape (mean |err| / max(|y|, eps)), max_error."""
+    """Matbench's regression scores: mae, rmse, mape, max_error.
+
+    MAPE as Matbench computes it: ``mean(|err| / |y|)`` over the rows with ``|y| > 1e-5`` only
+    (labels at or near zero are skipped, not divided by; NaN if every label is that small).
+    """
     yt = np.asarray(y_true, dtype=np.float64)
     yp = np.asarray(y_pred, dtype=np.float64)
     err = np.abs(yp - yt)
-    eps = np.finfo(np.float64).eps
+    keep = np.abs(yt) > MAPE_THRESHOLD
     return {
         "mae": float(err.mean()),
         "rmse": float(np.sqrt(np.mean(err**2))),
-        "mape": float(np.mean(err / np.maximum(np.abs(yt), eps))),
+        "mape": float(np.mean(err[keep] / np.abs(yt[keep]))) if keep.any() else float("nan"),
         "max_error": float(err.max()),
     }
 

@@ -75,3 +75,12 @@ def test_dummy_mae_on_real_dielectric_matches_leaderboard(shared_data):
     mad = meta["matbench_dielectric"]["mad"]
     assert 0.5 * mad < maes.mean() < 2 * mad  # same order of magnitude as the MAD
     assert maes.mean() == pytest.approx(0.8088, abs=5e-5)  # Matbench leaderboard "Dummy" mean MAE
+
+
+def test_mape_skips_labels_at_zero_as_matbench_does():
+    from mmjax.eval.matbench import score_regression
+
+    s = score_regression(np.array([0.0, 2.0, -4.0, 1e-6]), np.array([0.5, 1.0, -3.0, 0.2]))
+    assert s["mape"] == pytest.approx((0.5 + 0.25) / 2)  # the 0 and 1e-6 labels are skipped
+    assert s["mae"] == pytest.approx((0.5 + 1 + 1 + 0.199999) / 4, rel=1e-5)
+    assert np.isnan(score_regression(np.zeros(3), np.ones(3))["mape"])
