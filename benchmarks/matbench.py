@@ -374,8 +374,9 @@ def main(argv=None) -> int:
     modalities = tuple(config.data.modalities)
     if protocol == "scratch":
         spec = default_spec(modalities)
-    config.optim.update(dict(schedule="cosine", peak_lr=args.lr, init_lr=args.lr * 0.01, end_lr=args.lr * 0.01,
-                             warmup_fraction=0.05, weight_decay=args.weight_decay, clip_norm=1.0))
+    config.optim.update(dict(name="adamw", schedule="cosine", peak_lr=args.lr, init_lr=args.lr * 0.01,
+                             end_lr=args.lr * 0.01, warmup_fraction=0.05, weight_decay=args.weight_decay,
+                             clip_norm=1.0, lookahead_k=0))
     print(f"system: {args.system}, supervised-stage modalities {modalities}, trainable groups "
           f"{'all' if trainable is None else list(trainable)}")
 
