@@ -41,9 +41,10 @@ def user_errors() -> tuple:
     from mmjax.data.material import RecordError
     from mmjax.train.checkpoint import CheckpointMismatch, NoUsableCheckpoint
     from mmjax.train.loop import ConfigMismatch, TrainingDiverged
+    from mmjax.train.workdir_lock import WorkdirBusy
 
     return (ValueError, KeyError, FileNotFoundError, RecordError, CheckpointMismatch, NoUsableCheckpoint,
-            ConfigMismatch, TrainingDiverged)
+            ConfigMismatch, TrainingDiverged, WorkdirBusy)
 
 
 def main(argv):

@@ -23,6 +23,7 @@ import numpy as np
 
 from mmjax.train import mesh as mesh_lib
 from mmjax.train import compile_cache
+from mmjax.train.workdir_lock import WorkdirLock
 from mmjax.train.checkpoint import Checkpointer, load_params
 from mmjax.train.config import RESUME_IGNORED_KEYS
 from mmjax.train.data import device_feed, peek
@@ -142,9 +143,42 @@ def train(system, config: ml_collections.ConfigDict, workdir: str, train_iter,
     Raises:
       TrainingDiverged: NaN/Inf loss or gradient (no checkpoint is written after it).
       ConfigMismatch: checkpoint from another config and ``config.resume_mismatch`` is False.
+      WorkdirBusy: another live process is training in `workdir` (`mmjax.train.workdir_lock`).
     """
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
+    with WorkdirLock(workdir, enabled=jax.process_index() == 0):
+        return _train_locked(system, config, workdir, train_iter, eval_iter_fn, mesh)
+
+
+def drop_rows_after(path: str, step: int) -> int:
+    """Remove the ``metrics.jsonl`` rows of steps after ``step`` (logged by a run that was killed
+    after its last checkpoint; the resumed run logs those steps again, identically). Returns the
+    number removed. The file is rewritten atomically; other rows are kept byte for byte."""
+    if not os.path.exists(path):
+        return 0
+    with open(path, encoding="utf-8") as fh:
+        lines = fh.readlines()
+    keep = []
+    for line in lines:
+        try:
+            row_step = int(json.loads(line).get("step", -1))
+        except (ValueError, AttributeError):
+            if not line.endswith("\n"):
+                continue  # the torn last line of a killed run
+            row_step = -1
+        if row_step <= step:
+            keep.append(line if line.endswith("\n") else line + "\n")
+    if len(keep) == len(lines):
+        return 0
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.writelines(keep)
+    os.replace(tmp, path)
+    return len(lines) - len(keep)
+
+
+def _train_locked(system, config, workdir, train_iter, eval_iter_fn, mesh):
     t_start = time.time()
     tc, total = config.train, int(config.train.steps)
     if total < 1 or tc.log_every < 1 or tc.eval_every < 0 or config.checkpoint.every < 0:
@@ -176,6 +210,8 @@ def train(system, config: ml_collections.ConfigDict, workdir: str, train_iter,
         train_iter.set_state(meta["data_state"])
         best = meta.get("best")
         _info(f"resumed from {ckpt.directory}/{start_step} (step {start_step} of {total})")
+        if jax.process_index() == 0:
+            drop_rows_after(os.path.join(workdir, "metrics.jsonl"), start_step)
     else:
         state = init_state(system, eng["tx"], eng["rng"], eng["example"], shardings)
         if tc.init_from:

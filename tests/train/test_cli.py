@@ -116,6 +116,11 @@ def test_killed_run_resumes_to_the_same_parameters(reference, tmp_path):
     assert summary["start_step"] >= 10 and summary["steps"] == 30
     assert_same_params(reference, tmp_path)
     assert train_losses(tmp_path)[30] == pytest.approx(train_losses(reference)[30], rel=1e-6)
+    # the steps logged between the last checkpoint and the kill are not repeated
+    steps_logged = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()
+                    if "train/loss" in json.loads(line)]
+    assert steps_logged == sorted(set(steps_logged)) == [5, 10, 15, 20, 25, 30]
+    assert "cleared the stale lock of dead process" in out.stdout
 
 
 def free_port():
