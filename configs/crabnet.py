@@ -6,6 +6,7 @@ As published (crabnet/kingcrab.py, model.py, train_crabnet.py):
 * encoder: frozen mat2vec element vectors (``element_table="mat2vec"``, read at run time from
   ``$MMJAX_ELEMENT_DIR`` or ../shared/data/element_properties), d_model 512, 3 layers, 4 heads,
   FFN 2048, dropout 0.1, fractional encodings (resolution 5000), 2 % fraction jitter in training;
+  every layer initialised as PyTorch initialises it (``torch_init``);
 * head: the Roost residual network [1024, 512, 256, 128] on every element, (value, log sigma,
   gate) per target, masked mean, value x sigmoid(gate) (``head="crabnet"``);
 * loss RobustL1 (``loss="robust_l1"``); optimiser preset ``"crabnet"``: Lamb + Lookahead (6, 0.5),
@@ -40,7 +41,7 @@ def get_config(arg=None):
     c.system = ml_collections.ConfigDict(dict(
         name="crabnet",
         encoder=dict(d_model=512, num_layers=3, num_heads=4, mlp_dim=2048, element_dim=200, resolution=5000,
-                     dropout_rate=0.1, fraction_noise=0.02, element_table="mat2vec"),
+                     dropout_rate=0.1, fraction_noise=0.02, element_table="mat2vec", torch_init=True),
         head="crabnet",
         head_hidden=(1024, 512, 256, 128),
         loss="robust_l1",
@@ -55,7 +56,7 @@ def get_config(arg=None):
     c.train.log_every = 10
     if small:
         c.system.encoder.update(dict(d_model=32, num_layers=2, num_heads=2, mlp_dim=64, element_dim=16,
-                                     dropout_rate=0.0, element_table=""))
+                                     dropout_rate=0.0, element_table="", torch_init=False))
         c.system.head = "mlp"
         c.system.loss = "mse"
         c.system.head_hidden = (64, 32)

@@ -14,6 +14,11 @@
   the validation MAE is computed after **every** batch and fed to the SWA rule; training stops
   after ``discard_n`` such epochs without a new minimum; the test predictions use the averaged
   weights;
+* PyTorch eval mode in SWA epochs (``reference_eval_mode``, default on): CrabNet's
+  ``Model.predict`` switches the network to eval mode and ``Model.train`` switches it back only at
+  the start of an epoch, so in an SWA epoch every batch after the first trains without dropout
+  (the fraction jitter, applied to the data, stays on). Those batches use a second train step
+  built with ``dropout_rate = 0`` on the same state;
 * targets are scaled with the training rows' mean and std (`mmjax.eval.fit.normalisation`);
   predictions and sigma (``exp(log_sigma) * std``, CrabNet's uncertainty) come back in stored units.
 
@@ -35,7 +40,9 @@ import jax
 import numpy as np
 
 from mmjax.eval.fit import FitDiverged, prepare_fit, target_values
+from mmjax.systems import build_system
 from mmjax.train import mesh as mesh_lib
+from mmjax.train.step import make_train_step
 from mmjax.train.swa import CrabNetSWA
 
 
@@ -67,7 +74,8 @@ class CrabNetFit:
 
 def fit_predict_crabnet(config, train, val, test, *, target: str, epochs: int = 40, epochs_step: int = 1,
                         discard_n: int = 3, batch_size: int | None = None, seed: int | None = None, mesh=None,
-                        log: Callable[[str], None] | None = None, progress_path: str | None = None) -> CrabNetFit:
+                        log: Callable[[str], None] | None = None, progress_path: str | None = None,
+                        reference_eval_mode: bool = True) -> CrabNetFit:
     """Train as CrabNet trains (module docstring) and predict ``test`` with the SWA weights.
 
     progress_path: a JSON-lines file that gets one line per epoch as training goes (for long
@@ -93,6 +101,12 @@ def fit_predict_crabnet(config, train, val, test, *, target: str, epochs: int = 
                      seed=seed, mesh=mesh, log=log)
     y_val = fs.y_val
     ok_val = np.isfinite(y_val)
+    no_dropout_step = None
+    if reference_eval_mode and float(fs.cfg.system.encoder.get("dropout_rate", 0.0)) > 0:
+        quiet = copy.deepcopy(fs.cfg)
+        quiet.system.encoder.dropout_rate = 0.0
+        no_dropout_step = make_train_step(build_system(quiet), fs.eng["tx"], fs.eng["schedule"], fs.eng["shardings"],
+                                          fs.mesh)
     state = fs.state
     swa = CrabNetSWA(discard_n)
     history = []
@@ -104,9 +118,10 @@ def fit_predict_crabnet(config, train, val, test, *, target: str, epochs: int = 
     for epoch in range(epochs):
         swa_epoch = (epoch + 1) % (2 * epochs_step) == 0 and epoch >= 2 * epochs_step - 1
         losses, found, last_mae = [], [], None
-        for _ in range(steps_per_epoch):
+        for i in range(steps_per_epoch):
             b = fs.pending.pop() if fs.pending else next(fs.train_it)
-            state, metrics = fs.train_step(state, mesh_lib.host_to_global(b, fs.mesh))
+            step_fn = no_dropout_step if (swa_epoch and i > 0 and no_dropout_step is not None) else fs.train_step
+            state, metrics = step_fn(state, mesh_lib.host_to_global(b, fs.mesh))
             losses.append(metrics["loss"])
             if swa_epoch:
                 last_mae = val_mae(state.params)

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mmjax.nn.basis import fractional_encoding
-from mmjax.nn.transformer import TransformerEncoder, masked_mean
+from mmjax.nn.transformer import TransformerEncoder, masked_mean, uniform_init
 
 Dtype = Any
 
@@ -30,6 +30,9 @@ class CrabNet(nn.Module):
        ``2 ** ((1 - s)^2)`` with a learnable s (init 1), and added to the element vectors.
     3. ``num_layers`` transformer blocks (``num_heads``, FFN ``mlp_dim``) with a key-padding mask;
        CrabNet uses PyTorch's post-LN ReLU layer, the default here (``pre_norm=False``).
+    ``torch_init``: every Dense initialised as CrabNet's PyTorch layers are (`nn.Linear`, and
+    ``nn.MultiheadAttention`` in the transformer) instead of Flax's lecun-normal.
+
     0. Training only (``deterministic=False``) with ``fraction_noise`` > 0: CrabNet's jitter
        ``f <- clip(f * (1 + fraction_noise * N(0, 1)), 0, 1)``, renormalised over the real
        elements (CrabNet: 0.02); draws from the ``"dropout"`` rng.
@@ -57,6 +60,7 @@ class CrabNet(nn.Module):
     out_dim: int | None = None
     dropout_rate: float = 0.0
     fraction_noise: float = 0.0
+    torch_init: bool = False
     remat: bool = False
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
@@ -77,7 +81,10 @@ class CrabNet(nn.Module):
         else:
             elem = nn.Embed(self.num_elements, self.element_dim, param_dtype=self.param_dtype,
                             name="element_table")(z)
-        x = nn.Dense(self.d_model, dtype=self.dtype, param_dtype=self.param_dtype, name="embed")(elem.astype(self.dtype))
+        init = dict(kernel_init=uniform_init(elem.shape[-1] ** -0.5), bias_init=uniform_init(elem.shape[-1] ** -0.5)) \
+            if self.torch_init else {}
+        x = nn.Dense(self.d_model, dtype=self.dtype, param_dtype=self.param_dtype, name="embed", **init)(
+            elem.astype(self.dtype))
         emb_scaler = self.param("emb_scaler", nn.initializers.ones, (), self.param_dtype)
         pos_scaler = self.param("pos_scaler", nn.initializers.ones, (), self.param_dtype)
         pos_scaler_log = self.param("pos_scaler_log", nn.initializers.ones, (), self.param_dtype)
@@ -92,7 +99,8 @@ class CrabNet(nn.Module):
             token_mask = jnp.concatenate([jnp.ones((mask.shape[0], 1), bool), mask], axis=1)
         x = TransformerEncoder(self.num_layers, self.num_heads, self.mlp_dim, activation=self.activation,
                                pre_norm=self.pre_norm, dropout_rate=self.dropout_rate, remat=self.remat,
-                               dtype=self.dtype, param_dtype=self.param_dtype, name="encoder")(x, token_mask, deterministic)
+                               dtype=self.dtype, param_dtype=self.param_dtype, torch_init=self.torch_init,
+                               name="encoder")(x, token_mask, deterministic)
         if self.out_dim is not None:
             x = nn.Dense(self.out_dim, dtype=self.dtype, param_dtype=self.param_dtype, name="out_proj")(x)
         x = jnp.where(token_mask[..., None], x.astype(jnp.float32), 0.0)

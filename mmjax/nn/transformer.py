@@ -36,6 +36,19 @@ def get_activation(name: str) -> Callable:
     return ACTIVATIONS[name]
 
 
+def uniform_init(bound: float):
+    """U(-bound, bound) initialiser (PyTorch's default layer initialisations are of this form)."""
+
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+def _zeros(key, shape, dtype=jnp.float32):
+    return jnp.zeros(shape, dtype)
+
+
 class MultiHeadAttention(nn.Module):
     """Scaled dot-product multi-head attention.
 
@@ -47,6 +60,9 @@ class MultiHeadAttention(nn.Module):
         MultiMat's DOS transformer uses 512 (8 x 64) on 128-d tokens.
       out_features: output width; defaults to the query input width.
       qkv_bias: whether the q/k/v projections have a bias (MultiMat: False).
+      torch_init: PyTorch ``nn.MultiheadAttention`` initialisation (in-projection Xavier-uniform
+        over the stacked [3D, D] matrix, bound sqrt(6 / 4D); out-projection U(+-1/sqrt(D));
+        biases 0) instead of Flax's lecun-normal (CrabNet).
 
     Call:
       inputs_q: [B, Tq, Dq]; inputs_kv: [B, Tk, Dk]; key_mask: bool [B, Tk] or None.
@@ -60,6 +76,7 @@ class MultiHeadAttention(nn.Module):
     dropout_rate: float = 0.0
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+    torch_init: bool = False
 
     @nn.compact
     def __call__(self, inputs_q, inputs_kv, key_mask=None, deterministic: bool = True):
@@ -67,9 +84,12 @@ class MultiHeadAttention(nn.Module):
         if features % self.num_heads:
             raise ValueError(f"qkv_features={features} not divisible by num_heads={self.num_heads}")
         head_dim = features // self.num_heads
+        init = {}
+        if self.torch_init:
+            init = dict(kernel_init=uniform_init((6.0 / (inputs_q.shape[-1] + 3 * features)) ** 0.5), bias_init=_zeros)
         dense = lambda name, bias: nn.DenseGeneral(  # noqa: E731
             (self.num_heads, head_dim), use_bias=bias, dtype=self.dtype,
-            param_dtype=self.param_dtype, name=name)
+            param_dtype=self.param_dtype, name=name, **init)
         q = dense("query", self.qkv_bias)(inputs_q)
         k = dense("key", self.qkv_bias)(inputs_kv)
         v = dense("value", self.qkv_bias)(inputs_kv)
@@ -84,26 +104,34 @@ class MultiHeadAttention(nn.Module):
         if self.dropout_rate > 0.0 and not deterministic:
             weights = nn.Dropout(self.dropout_rate)(weights, deterministic=False)
         out = jnp.einsum("bhqk,bkhd->bqhd", weights.astype(self.dtype), v)
+        out_init = dict(kernel_init=uniform_init(features ** -0.5), bias_init=_zeros) if self.torch_init else {}
         return nn.DenseGeneral(self.out_features or inputs_q.shape[-1], axis=(-2, -1),
-                               dtype=self.dtype, param_dtype=self.param_dtype, name="out")(out)
+                               dtype=self.dtype, param_dtype=self.param_dtype, name="out", **out_init)(out)
 
 
 class FeedForward(nn.Module):
-    """Position-wise MLP ``Dense(hidden) -> act -> dropout -> Dense(D)``. [..., D] -> [..., D]."""
+    """Position-wise MLP ``Dense(hidden) -> act -> dropout -> Dense(D)``. [..., D] -> [..., D].
+    ``torch_init``: PyTorch ``nn.Linear`` initialisation (kernel and bias U(+-1/sqrt(fan_in)))."""
 
     hidden: int
     activation: str = "gelu"
     dropout_rate: float = 0.0
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+    torch_init: bool = False
 
     @nn.compact
     def __call__(self, x, deterministic: bool = True):
         d = x.shape[-1]
-        h = nn.Dense(self.hidden, dtype=self.dtype, param_dtype=self.param_dtype, name="fc1")(x)
+
+        def init(fan_in):
+            return dict(kernel_init=uniform_init(fan_in ** -0.5), bias_init=uniform_init(fan_in ** -0.5)) \
+                if self.torch_init else {}
+
+        h = nn.Dense(self.hidden, dtype=self.dtype, param_dtype=self.param_dtype, name="fc1", **init(d))(x)
         h = get_activation(self.activation)(h)
         h = nn.Dropout(self.dropout_rate)(h, deterministic=deterministic or self.dropout_rate == 0.0)
-        return nn.Dense(d, dtype=self.dtype, param_dtype=self.param_dtype, name="fc2")(h)
+        return nn.Dense(d, dtype=self.dtype, param_dtype=self.param_dtype, name="fc2", **init(self.hidden))(h)
 
 
 def _layer_norm(name, dtype, param_dtype):
@@ -129,6 +157,7 @@ class TransformerBlock(nn.Module):
     dropout_rate: float = 0.0
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+    torch_init: bool = False
 
     @nn.compact
     def __call__(self, x, key_mask=None, deterministic: bool = True):
@@ -136,9 +165,9 @@ class TransformerBlock(nn.Module):
             y, deterministic=deterministic or self.dropout_rate == 0.0)
         attn = MultiHeadAttention(self.num_heads, self.qkv_features, qkv_bias=self.qkv_bias,
                                   dropout_rate=self.dropout_rate, dtype=self.dtype,
-                                  param_dtype=self.param_dtype, name="attn")
+                                  param_dtype=self.param_dtype, torch_init=self.torch_init, name="attn")
         ffn = FeedForward(self.mlp_dim, self.activation, self.dropout_rate, self.dtype,
-                          self.param_dtype, name="ffn")
+                          self.param_dtype, self.torch_init, name="ffn")
         ln1 = _layer_norm("ln1", self.dtype, self.param_dtype)
         ln2 = _layer_norm("ln2", self.dtype, self.param_dtype)
         if self.pre_norm:
@@ -207,6 +236,7 @@ class TransformerEncoder(nn.Module):
     remat: bool = False
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+    torch_init: bool = False
 
     @nn.compact
     def __call__(self, x, key_mask=None, deterministic: bool = True):
@@ -215,7 +245,7 @@ class TransformerEncoder(nn.Module):
         for i in range(self.num_layers):
             x = block_cls(self.num_heads, self.mlp_dim, self.qkv_features, self.qkv_bias,
                           self.activation, self.pre_norm, self.dropout_rate, self.dtype,
-                          self.param_dtype, name=f"block_{i}")(x, key_mask, deterministic)
+                          self.param_dtype, self.torch_init, name=f"block_{i}")(x, key_mask, deterministic)
         if self.pre_norm and self.final_norm:
             x = _layer_norm("ln_final", self.dtype, self.param_dtype)(x)
         return x

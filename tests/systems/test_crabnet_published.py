@@ -215,3 +215,32 @@ def test_predict_mode_writes_sigma_for_robust_l1(tmp_path):
     with open(tmp_path / "predictions.csv") as fh:
         header = next(csv.reader(fh))
     assert f"{name}_sigma" in header
+
+
+def test_transformer_torch_init_bounds():
+    from mmjax.nn.transformer import TransformerBlock
+
+    blk = TransformerBlock(num_heads=4, mlp_dim=64, pre_norm=False, torch_init=True)
+    v = blk.init(jax.random.PRNGKey(0), jnp.zeros((1, 3, 32)))["params"]
+    q = np.asarray(v["attn"]["query"]["kernel"])
+    assert np.abs(q).max() <= np.sqrt(6 / (4 * 32)) and np.abs(q).max() > 0.9 * np.sqrt(6 / (4 * 32))
+    assert not np.asarray(v["attn"]["query"]["bias"]).any() and not np.asarray(v["attn"]["out"]["bias"]).any()
+    f2 = np.asarray(v["ffn"]["fc2"]["kernel"])
+    assert np.abs(f2).max() <= 64 ** -0.5 and np.abs(np.asarray(v["ffn"]["fc2"]["bias"])).max() > 0
+
+
+def test_crabnet_protocol_end_to_end_on_a_tiny_set(tmp_path):
+    """fit_predict_crabnet runs CrabNet's procedure: epochs cut to a multiple of 2, SWA updates in
+    every second epoch, predictions and sigma for every test row (finite, sigma > 0)."""
+    from mmjax.eval.crabnet_protocol import fit_predict_crabnet
+
+    ds = make_dataset(tmp_path / "ds", n=40)
+    c = tiny_published(ds)
+    c.system.encoder.dropout_rate = 0.1  # exercises the eval-mode (no-dropout) step of SWA epochs
+    tr, va, te = ds.subset(np.arange(0, 25)), ds.subset(np.arange(25, 32)), ds.subset(np.arange(32, 40))
+    res = fit_predict_crabnet(c, tr, va, te, target="y", epochs=5, batch_size=8, seed=0)
+    assert res.batch_size == 8 and res.steps_per_epoch == 3  # 20 labelled training rows
+    assert res.epochs_run == 4 and [h["epoch"] for h in res.history] == [0, 1, 2, 3]
+    assert ["swa/minimum_found" in h for h in res.history] == [False, True, False, True]
+    assert res.swa["updates"] == 6  # one per batch of the two SWA epochs
+    assert res.predictions.shape == (8,) and np.all(np.isfinite(res.predictions)) and np.all(res.sigma > 0)
