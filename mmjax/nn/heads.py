@@ -197,7 +197,8 @@ class ResidualMLP(nn.Module):
 
     For widths ``[d_in] + hidden``: ``x <- leaky_relu(Dense(h)(x)) + R(x)`` per layer, where R is a
     bias-free Dense(h) when the width changes and the identity when it does not; then
-    ``Dense(out_dim)``. LeakyReLU slope 0.01 (PyTorch's default).
+    ``Dense(out_dim)``. LeakyReLU slope 0.01 (PyTorch's default). ``torch_init`` (default on):
+    every layer initialised as PyTorch's ``nn.Linear`` (`TorchDense`), as in CrabNet.
 
     Call: x [..., d_in] -> float32 [..., out_dim] (applied to the last axis, e.g. per element).
     """

@@ -153,30 +153,10 @@ class Checkpointer:
         shardings). Only the parameters must match the model (the optimiser state is not read, so
         predict / embed / evaluate work whatever optimiser or stage trained the model). Unreadable
         steps are skipped in place; a parameter mismatch raises `CheckpointMismatch`."""
-        steps = self.all_steps()
-        if not steps:
-            return None
-        for step in reversed(steps):
-            try:
-                saved = self.saved_tree(step)
-            except Exception as err:  # orbax / tensorstore raise many types for damaged files
-                self._unreadable(step, err, True)
-                continue
-            self._check_params(step, saved["params"], params_target)
-            try:
-                return step, jax.device_put(_read_params(os.path.join(self.directory, str(step))),
-                                            jax.tree.map(lambda t: t.sharding, params_target))
-            except Exception as err:  # orbax / tensorstore raise many types for damaged files
-                self._unreadable(step, err, True)
-        raise NoUsableCheckpoint(f"no checkpoint in {self.directory} could be read (tried steps {steps})")
-
-    def _check_params(self, step: int, saved: PyTree, wanted: PyTree, extra: list[str] | None = None) -> None:
-        diffs = params_difference(saved, wanted) or list(extra or [])
-        if diffs:
-            raise CheckpointMismatch(
-                f"checkpoint step {step} in {self.directory} holds another model's parameters: "
-                + "; ".join(diffs) + ". Run with the training run's config (and overrides) or another "
-                "--workdir; nothing was moved.")
+        shardings = jax.tree.map(lambda t: t.sharding, params_target)
+        return self._newest(
+            True, lambda step, saved: self._check_params(step, saved["params"], params_target),
+            lambda step: (step, jax.device_put(_read_params(os.path.join(self.directory, str(step))), shardings)))
 
     def restore_latest(self, target: PyTree, read_only: bool = False) -> tuple[int, PyTree, dict] | None:
         """Newest restorable ``(step, state, meta)``, or None when there is no checkpoint.
@@ -185,6 +165,23 @@ class Checkpointer:
         with a warning, newest first, until one restores. A readable step whose parameters do
         not match ``target.params`` raises `CheckpointMismatch` (nothing is moved).
         """
+        def check(step, saved):
+            wanted = getattr(target, "params", None)
+            if wanted is not None:
+                n_saved, n_wanted = len(jax.tree.leaves(saved)), len(jax.tree.leaves(target))
+                self._check_params(step, saved["params"], wanted, [] if n_saved == n_wanted else [
+                    f"optimiser / train state: {n_saved} arrays in the checkpoint vs {n_wanted} for this config "
+                    "(config.optim changed?)"])
+
+        def load(step):
+            state, meta = self.restore(step, target)
+            jax.block_until_ready(state)
+            return step, state, meta
+
+        return self._newest(read_only, check, load)
+
+    def _newest(self, read_only: bool, check, load):
+        """``load(step)`` of the newest step whose files read and pass ``check(step, saved_tree)``."""
         steps = self.all_steps()
         if not steps:
             return None
@@ -194,19 +191,20 @@ class Checkpointer:
             except Exception as err:  # orbax / tensorstore raise many types for damaged files
                 self._unreadable(step, err, read_only)
                 continue
-            wanted = getattr(target, "params", None)
-            if wanted is not None:
-                n_saved, n_wanted = len(jax.tree.leaves(saved)), len(jax.tree.leaves(target))
-                self._check_params(step, saved["params"], wanted, [] if n_saved == n_wanted else [
-                    f"optimiser / train state: {n_saved} arrays in the checkpoint vs {n_wanted} for this config "
-                    "(config.optim changed?)"])
+            check(step, saved)
             try:
-                state, meta = self.restore(step, target)
-                jax.block_until_ready(state)
-                return step, state, meta
+                return load(step)
             except Exception as err:  # orbax / tensorstore raise many types for damaged files
                 self._unreadable(step, err, read_only)
         raise NoUsableCheckpoint(f"no checkpoint in {self.directory} could be restored (tried steps {steps})")
+
+    def _check_params(self, step: int, saved: PyTree, wanted: PyTree, extra: list[str] | None = None) -> None:
+        diffs = params_difference(saved, wanted) or list(extra or [])
+        if diffs:
+            raise CheckpointMismatch(
+                f"checkpoint step {step} in {self.directory} holds another model's parameters: "
+                + "; ".join(diffs) + ". Run with the training run's config (and overrides) or another "
+                "--workdir; nothing was moved.")
 
     def _unreadable(self, step: int, err: Exception, read_only: bool) -> None:
         if not read_only:

@@ -35,6 +35,12 @@ def find_adam_states(tree):
             if isinstance(x, optax.ScaleByAdamState)]
 
 
+def _damage(step_dir):
+    for f in (step_dir / "state").rglob("*"):
+        if f.is_file() and f.parent.name == "d":
+            f.write_bytes(f.read_bytes()[: len(f.read_bytes()) // 3])
+
+
 def test_round_trip_keeps_optax_types_values_and_iterator_state(engine_state, tmp_path):
     eng, state, it = engine_state
     assert find_adam_states(state.opt_state)
@@ -83,9 +89,7 @@ def test_corrupted_latest_falls_back_with_warning(engine_state, tmp_path):
         ck.save(1, state, {"step": 1})
         ck.save(2, state.replace(step=state.step + 2), {"step": 2})
     # Damage every data file of step 2, and leave an uncommitted (killed mid-save) step 3.
-    for f in (root / "2" / "state").rglob("*"):
-        if f.is_file() and f.parent.name == "d":
-            f.write_bytes(f.read_bytes()[: len(f.read_bytes()) // 3])
+    _damage(root / "2")
     (root / "3.orbax-checkpoint-tmp" / "state").mkdir(parents=True)
     with Checkpointer(root, async_save=False) as ck:
         assert ck.all_steps() == [1, 2]
@@ -110,11 +114,6 @@ def test_no_usable_checkpoint(engine_state, tmp_path):
             ck.restore_latest(sharded_target(eng["abstract"], eng["shardings"]))
     assert os.listdir(tmp_path / "ck_corrupt") == ["1"]
 
-
-def _damage(step_dir):
-    for f in (step_dir / "state").rglob("*"):
-        if f.is_file() and f.parent.name == "d":
-            f.write_bytes(f.read_bytes()[: len(f.read_bytes()) // 3])
 
 
 def test_other_model_is_a_config_error_and_moves_nothing(engine_state, tmp_path):
