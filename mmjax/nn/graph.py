@@ -61,18 +61,44 @@ def graph_masks(graph: jraph.GraphsTuple):
     return node_mask, edge_mask, node_graph
 
 
-def segment_mean_pool(x, node_mask, node_graph, num_graphs: int):
+POOLING_METHODS = ("segment", "sorted", "onehot")
+# Default per-graph pooling: measured on CPU (benchmarks/device_check.py --cpu-smoke, segment_pooling);
+# the device check reports all three on a GPU, where float32 segment_sum into few segments is a known
+# slow path in jaxlib 0.10.x (jax-ml/jax #39959) -- switch with the encoders' ``pooling`` field.
+DEFAULT_POOLING = "segment"
+
+
+def pool_sum(x, index, num_segments: int, method: str = DEFAULT_POOLING):
+    """``out[g] = sum_{i: index[i] == g} x[i]`` for x [N, ...] -> [num_segments, ...].
+
+    method: "segment" (``jax.ops.segment_sum``), "sorted" (the same with
+    ``indices_are_sorted=True``: ``index`` must be non-decreasing, as the node-to-graph index of a
+    batched GraphsTuple is), "onehot" (``one_hot(index)^T @ x``, a matmul: O(N x num_segments)
+    work, meant for few segments). All three give the same values and gradients.
+    """
+    if method == "segment":
+        return jax.ops.segment_sum(x, index, num_segments=num_segments)
+    if method == "sorted":
+        return jax.ops.segment_sum(x, index, num_segments=num_segments, indices_are_sorted=True)
+    if method == "onehot":
+        onehot = jax.nn.one_hot(index, num_segments, dtype=x.dtype)
+        return jnp.einsum("ng,n...->g...", onehot, x, precision=jax.lax.Precision.HIGHEST)
+    raise ValueError(f"unknown pooling method {method!r}; choose one of {POOLING_METHODS}")
+
+
+def segment_mean_pool(x, node_mask, node_graph, num_graphs: int, method: str = DEFAULT_POOLING):
     """Mean of node features per graph over real nodes, padding graph dropped.
 
     Args:
-      x: [N, D]; node_mask bool [N]; node_graph int32 [N]; num_graphs: G.
+      x: [N, D]; node_mask bool [N]; node_graph int32 [N] (non-decreasing); num_graphs: G;
+      method: `pool_sum` method.
     Returns:
       (float32 [G - 1, D] means — zero rows for graphs without real nodes,
        bool [G - 1] whether each graph has a real node).
     """
     x = jnp.where(node_mask[:, None], x.astype(jnp.float32), 0.0)
-    total = jax.ops.segment_sum(x, node_graph, num_segments=num_graphs)
-    count = jax.ops.segment_sum(node_mask.astype(jnp.float32), node_graph, num_segments=num_graphs)
+    total = pool_sum(x, node_graph, num_graphs, method)
+    count = pool_sum(node_mask.astype(jnp.float32), node_graph, num_graphs, method)
     return (total / jnp.maximum(count, 1.0)[:, None])[:-1], (count > 0)[:-1]
 
 
@@ -255,7 +281,8 @@ class CGCNN(nn.Module):
     ``Z -> ElementEmbedding(atom_fea_len)`` (92-d table + Dense when ``element_features`` is
     given, else learned embedding) -> ``n_conv`` x :class:`CGCNNConv` over a Gaussian expansion
     of distances (``gaussian_centers`` centres on [0, cutoff], width = spacing) -> mean pool over
-    each graph's real atoms -> softplus -> ``n_h`` x (Dense(h_fea_len) -> softplus).
+    each graph's real atoms (``pooling``: a `pool_sum` method) -> softplus -> ``n_h`` x
+    (Dense(h_fea_len) -> softplus).
 
     Call: graph (GraphsTuple, layout in module docstring) -> float32 [G - 1, h_fea_len].
     """
@@ -269,6 +296,7 @@ class CGCNN(nn.Module):
     norm: str = "layer"
     element_features: Any = None
     num_elements: int = 119
+    pooling: str = DEFAULT_POOLING
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -281,7 +309,7 @@ class CGCNN(nn.Module):
         for i in range(self.n_conv):
             v = CGCNNConv(self.norm, self.dtype, self.param_dtype, name=f"conv_{i}")(
                 v, u, graph.senders, graph.receivers, edge_mask)
-        pooled, has_nodes = segment_mean_pool(v, node_mask, node_graph, graph.n_node.shape[0])
+        pooled, has_nodes = segment_mean_pool(v, node_mask, node_graph, graph.n_node.shape[0], self.pooling)
         h = softplus(pooled)
         for i in range(self.n_h):
             h = softplus(nn.Dense(self.h_fea_len, dtype=self.dtype, param_dtype=self.param_dtype,
