@@ -205,15 +205,46 @@ def feature_spec(config) -> "FeatureSpec":
     return FeatureSpec(**kw)
 
 
-def _source_request(config, input_path: str | None) -> dict:
-    """What is read: JSON-able description that (with the spec) keys the featurised cache."""
+def content_fingerprint(path: str) -> str:
+    """Fingerprint of a file or a folder's content: (relative path, size, mtime_ns) of every file,
+    recursively, hashed. Overwriting a file in place, adding or removing one changes it (a folder's
+    own mtime/size does not see an in-place rewrite)."""
+    h = hashlib.sha1()
+    if os.path.isdir(path):
+        for root, dirs, files in os.walk(path):
+            dirs.sort()
+            for name in sorted(files):
+                f = os.path.join(root, name)
+                st = os.stat(f)
+                h.update(f"{os.path.relpath(f, path)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    else:
+        st = os.stat(path)
+        h.update(f"{st.st_size}\0{st.st_mtime_ns}".encode())
+    return h.hexdigest()
+
+
+def _text_request(config) -> dict:
+    """The text-embedding settings that change the stored features (model, its files, pooling)."""
     d = _data(config)
+    model = str(_opt(d, "text_model", "") or "")
+    out = {"text_model": model, "text_pooling": str(_opt(d, "text_pooling", "cls"))}
+    if model and os.path.exists(model):
+        out["text_model"] = os.path.abspath(model)
+        out["text_model_files"] = content_fingerprint(model)
+    return out
+
+
+def _source_request(config, input_path: str | None) -> dict:
+    """What is read: JSON-able description that (with the spec) keys the featurised cache:
+    the source, its content fingerprint (files and folders), and the text-embedding settings when
+    the features include text."""
+    d = _data(config)
+    text = _text_request(config) if feature_spec(config).text else {}
     if input_path:
         p = os.path.abspath(input_path)
         if not os.path.exists(p):
             raise FileNotFoundError(f"--input {input_path!r}: no such file or folder")
-        st = os.stat(p)
-        return {"source": "input", "path": p, "mtime": st.st_mtime, "size": st.st_size}
+        return {"source": "input", "path": p, "content": content_fingerprint(p), **text}
     source = str(d.source)
     kwargs = _opt(d, "source_kwargs", None)
     req = {"source": source, "kwargs": kwargs.to_dict() if kwargs is not None else {}}
@@ -222,8 +253,8 @@ def _source_request(config, input_path: str | None) -> dict:
                          **req["kwargs"]}
     elif os.path.exists(source):
         req["source"] = os.path.abspath(source)
-        st = os.stat(req["source"])
-        req.update(mtime=st.st_mtime, size=st.st_size)
+        req["content"] = content_fingerprint(req["source"])
+    req.update(text)
     return req
 
 

@@ -1,0 +1,49 @@
+"""The featurised-data cache is keyed on content: rewriting an input file in place, or changing
+the text model / pooling of a dataset with text, gives another cache folder (never stale features)."""
+
+import os
+import sys
+
+from mmjax.data.sources.prototypes import generate_one
+from mmjax.train import data as data_lib
+
+sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1] / "systems"))
+from xxact_helpers import load_config  # noqa: E402
+
+
+def _write_cifs(folder, seeds):
+    folder.mkdir(exist_ok=True)
+    for i, s in enumerate(seeds):
+        generate_one(s, seed=0).structure.to(filename=str(folder / f"m{i}.cif"))
+
+
+def test_in_place_rewrite_of_an_input_file_changes_the_key(tmp_path):
+    cifs = tmp_path / "cifs"
+    _write_cifs(cifs, [1, 2])
+    config = load_config("cgcnn")
+    before = data_lib.dataset_dir(config, str(tmp_path / "w"), str(cifs))
+    assert data_lib.dataset_dir(config, str(tmp_path / "w"), str(cifs)) == before  # stable
+    st = os.stat(cifs)
+    generate_one(7, seed=0).structure.to(filename=str(cifs / "m0.cif"))  # same name, new structure
+    os.utime(cifs, ns=(st.st_atime_ns, st.st_mtime_ns))  # the folder's own stamp as before
+    assert data_lib.dataset_dir(config, str(tmp_path / "w"), str(cifs)) != before
+
+
+def test_text_model_and_pooling_are_part_of_the_key(tmp_path):
+    config = load_config("xmopa")
+    assert data_lib.feature_spec(config).text
+    a = data_lib.dataset_dir(config, str(tmp_path))
+    config.data.text_pooling = "mean" if config.data.text_pooling != "mean" else "cls"
+    b = data_lib.dataset_dir(config, str(tmp_path))
+    bert = tmp_path / "bert"
+    bert.mkdir()
+    (bert / "config.json").write_text("{}")
+    config.data.text_model = str(bert)
+    c = data_lib.dataset_dir(config, str(tmp_path))
+    (bert / "config.json").write_text('{"hidden_size": 768}')  # other weights/config in the same folder
+    d = data_lib.dataset_dir(config, str(tmp_path))
+    assert len({a, b, c, d}) == 4
+    plain = load_config("cgcnn")  # no text features: the text settings do not matter
+    k = data_lib.dataset_dir(plain, str(tmp_path))
+    plain.data.text_model = str(bert)
+    assert data_lib.dataset_dir(plain, str(tmp_path)) == k
