@@ -58,6 +58,9 @@ class FeatureSpec:
         ``text_robocrys``, about 0.5-1.5 s per structure, else the fast template).
     targets: names of ``Material.targets`` to store as "target/<name>" (NaN when missing);
         None stores every target a material has.
+    max_atomic_number: a material with an element beyond it is a bad record (set from the
+        model's fixed element table, e.g. 100 for CGCNN's atom_init, so that no element is
+        silently mapped onto another table row); None = no limit.
     """
 
     graph: str | None = "cgcnn"
@@ -80,6 +83,7 @@ class FeatureSpec:
     describe_missing_text: bool = True
     text_robocrys: bool = True
     targets: tuple[str, ...] | None = None
+    max_atomic_number: int | None = None
 
     def __post_init__(self):
         if self.graph is not None and self.graph not in GRAPH_KINDS:
@@ -184,6 +188,12 @@ def featurize_material(material: Material, spec: FeatureSpec) -> dict:
     rid = material.id
     rec: dict = {}
     st = material.structure
+    if spec.max_atomic_number is not None and material.composition is not None:
+        beyond = sorted((el.Z, el.symbol) for el in material.composition.elements if el.Z > spec.max_atomic_number)
+        if beyond:
+            z, sym = beyond[-1]
+            raise RecordError(rid, f"element {sym} (Z={z}) is outside the model's element table "
+                                   f"(Z <= {spec.max_atomic_number})")
     if st is not None:
         _check_structure(material)
         if spec.graph is not None:

@@ -174,6 +174,13 @@ def config_targets(config) -> tuple[str, ...]:
     return names
 
 
+def _element_table_of(config) -> str:
+    """The fixed element table a baseline encoder reads (``config.system.encoder.element_table``), or ""."""
+    system = config.get("system", None)
+    enc = system.get("encoder", None) if system is not None else None
+    return str(enc.get("element_table", "") or "") if hasattr(enc, "get") else ""
+
+
 def feature_spec(config) -> "FeatureSpec":
     """The `FeatureSpec` implied by ``config.data``: which modalities to compute and how.
 
@@ -198,6 +205,11 @@ def feature_spec(config) -> "FeatureSpec":
             kw[key] = f[key]
     if f.get("text_robocrys") is not None:  # a bool: False must reach the spec too
         kw["text_robocrys"] = bool(f["text_robocrys"])
+    table = _element_table_of(config)
+    if table:
+        from mmjax.data.features.elements import element_features
+
+        kw["max_atomic_number"] = int(element_features(table).shape[0] - 1)
     if f.get("xrd_two_theta_range"):
         kw["xrd_two_theta_range"] = tuple(f["xrd_two_theta_range"])
     if f.get("dos_range"):

@@ -47,3 +47,23 @@ def test_text_model_and_pooling_are_part_of_the_key(tmp_path):
     k = data_lib.dataset_dir(plain, str(tmp_path))
     plain.data.text_model = str(bert)
     assert data_lib.dataset_dir(plain, str(tmp_path)) == k
+
+
+def test_element_beyond_the_model_table_is_a_named_bad_record():
+    """CGCNN's table stops at Fm (Z = 100): an Og structure is refused with its id and the reason,
+    not featurised as Fm; a model with a learned table accepts it."""
+    from pymatgen.core import Lattice, Structure
+
+    from mmjax.data.featurize import featurize_material
+    from mmjax.data.material import Material, RecordError
+
+    config = load_config("cgcnn")  # :small, the rebuilt cgcnn92 table (Z <= 100)
+    spec = data_lib.feature_spec(config)
+    assert spec.max_atomic_number == 100
+    og = Material(id="og-1", structure=Structure(Lattice.cubic(4.0), ["Og", "Na"], [[0, 0, 0], [0.5, 0.5, 0.5]]))
+    import pytest
+
+    with pytest.raises(RecordError, match=r"og-1.*element Og \(Z=118\) is outside the model's element table"):
+        featurize_material(og, spec)
+    config.system.encoder.element_table = ""
+    assert data_lib.feature_spec(config).max_atomic_number is None
