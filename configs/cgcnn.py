@@ -57,6 +57,7 @@ def get_config(arg=None):
     c.optim.steps_per_epoch = base.steps_for(1, int(0.8 * c.data.num_materials), CGCNN_BATCH)
     c.data.batch_per_device = CGCNN_BATCH
     c.train.steps = base.steps_for(CGCNN_EPOCHS, int(0.8 * c.data.num_materials), CGCNN_BATCH)
+    c.train.epochs = float(CGCNN_EPOCHS)    # steps recomputed from the actual training set
     c.train.log_every = 5
     if matbench:
         c.system.encoder.update(dict(n_conv=4, atom_fea_len=32, h_fea_len=32))
@@ -66,6 +67,7 @@ def get_config(arg=None):
     if small:
         c.system.encoder.update(dict(atom_fea_len=16, n_conv=2, h_fea_len=32, element_table="cgcnn92"))
         c.optim = optim_config("generic")
+        c.train.epochs = 0.0
         c.data.num_materials = 600
         c.data.batch_per_device = 32
         c.optim.peak_lr = 3e-3

@@ -32,7 +32,7 @@ base = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(base)
 
 CRABNET_BATCH = 512
-EPOCHS = 300  # our choice for the embedded default (CrabNet trains with early stopping)
+EPOCHS = 40  # train_crabnet.py: model.fit(epochs=40)
 
 
 def get_config(arg=None):
@@ -53,6 +53,7 @@ def get_config(arg=None):
     c.optim.steps_per_epoch = max(1, -(-int(0.8 * c.data.num_materials) // CRABNET_BATCH))
     c.data.batch_per_device = CRABNET_BATCH
     c.train.steps = base.steps_for(EPOCHS, int(0.8 * c.data.num_materials), CRABNET_BATCH)
+    c.train.epochs = float(EPOCHS)  # steps recomputed from the actual training set
     c.train.log_every = 10
     if small:
         c.system.encoder.update(dict(d_model=32, num_layers=2, num_heads=2, mlp_dim=64, element_dim=16,
@@ -61,6 +62,7 @@ def get_config(arg=None):
         c.system.loss = "mse"
         c.system.head_hidden = (64, 32)
         c.optim = optim_config("generic")
+        c.train.epochs = 0.0
         c.data.num_materials = 600
         c.data.batch_per_device = 32
         c.optim.peak_lr = 2e-3

@@ -27,6 +27,8 @@ def validate_config(config) -> None:
     steps = int(config.train.steps)
     if steps < 1:
         raise ValueError(f"config.train.steps={steps}: must be >= 1")
+    if float(config.train.get("epochs", 0.0)) < 0:
+        raise ValueError(f"config.train.epochs={config.train.epochs}: must be >= 0 (0 = use train.steps)")
     pre = config.get("pretrain", None)
     if pre is not None and int(pre.get("steps", 0)) < 0:
         raise ValueError(f"config.pretrain.steps={pre.steps}: must be >= 0")

@@ -24,6 +24,7 @@ def base_config() -> ml_collections.ConfigDict:
                                             prefetch=2))  # device batches prepared ahead by a thread (0 = off)
     c.train = ml_collections.ConfigDict(dict(
         steps=100,               # optimiser updates in the whole run
+        epochs=0.0,              # > 0: steps = epochs x ceil(training materials / global batch), from the data
         log_every=10,            # fetch metrics / write logs every N steps (and at the end)
         eval_every=0,            # 0: evaluate only at the end (if the source has an eval split)
         compute_dtype="float32",  # or "bfloat16": read by the system factory

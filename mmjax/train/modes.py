@@ -33,6 +33,7 @@ from __future__ import annotations
 import copy
 import csv
 import json
+import math
 import os
 from typing import Callable
 
@@ -71,6 +72,8 @@ def stage_config(config: ml_collections.ConfigDict, stage: str, *, init_from: st
             pre = c.get("pretrain", None)
             if pre is not None and pre.get("steps", 0) > 0:
                 c.train.steps = int(pre.steps)
+                if "epochs" in c.train:
+                    c.train.epochs = 0.0  # pretraining runs its own step count
             if pre is not None and _has(pre, "terms") and _has(c, "objective") and _has(c.objective, "terms"):
                 for k in c.objective.terms:
                     c.objective.terms[k] = float(pre.terms.get(k, 0.0))
@@ -89,11 +92,32 @@ def stage_config(config: ml_collections.ConfigDict, stage: str, *, init_from: st
     return c
 
 
+def epochs_to_steps(config: ml_collections.ConfigDict, train_iter) -> ml_collections.ConfigDict:
+    """With ``config.train.epochs > 0``: a copy whose ``train.steps`` (and ``optim.steps_per_epoch``)
+    come from the actual training set, ``ceil(epochs * ceil(N_train / global batch))``, so a config's
+    epoch count holds on any data (not only the embedded default it was written for)."""
+    epochs = float(config.train.get("epochs", 0.0) or 0.0)
+    dataset = getattr(train_iter, "dataset", None)
+    if epochs <= 0 or dataset is None:
+        return config
+    global_batch = int(config.data.batch_per_device) * jax.device_count()
+    per_epoch = max(1, math.ceil(len(dataset) / global_batch))
+    c = copy.deepcopy(config)
+    with c.unlocked():
+        c.train.steps = max(1, math.ceil(epochs * per_epoch))
+        c.optim.steps_per_epoch = per_epoch
+    if jax.process_index() == 0:
+        print(f"train.epochs={epochs:g} over {len(dataset)} training materials at batch {global_batch}: "
+              f"{c.train.steps} steps ({per_epoch} per epoch)", flush=True)
+    return c
+
+
 def _train_stage(config, workdir, input_path=None, data_workdir=None):
     """Train in `workdir`; the featurised cache lives under `data_workdir` (default `workdir`)."""
-    system = _system(config)
     data_workdir = data_workdir or workdir
     train_iter = build_iterator(config, "train", input_path, workdir=data_workdir)
+    config = epochs_to_steps(config, train_iter)
+    system = _system(config)
 
     def eval_iter_fn():
         return build_iterator(config, "eval", input_path, workdir=data_workdir)

@@ -1,5 +1,6 @@
-"""The featurised-data cache is keyed on content: rewriting an input file in place, or changing
-the text model / pooling of a dataset with text, gives another cache folder (never stale features)."""
+"""No silent wrong inputs: the featurised-data cache is keyed on content (rewriting an input file in
+place, or changing the text model / pooling of a dataset with text, gives another cache folder);
+an element beyond the model's element table is a named bad record; epochs follow the real data."""
 
 import os
 import sys
@@ -67,3 +68,19 @@ def test_element_beyond_the_model_table_is_a_named_bad_record():
         featurize_material(og, spec)
     config.system.encoder.element_table = ""
     assert data_lib.feature_spec(config).max_atomic_number is None
+
+
+def test_epochs_become_steps_from_the_actual_training_set(tmp_path):
+    """configs with train.epochs: the step count follows the data the user gives, not the
+    embedded default the config was written for (the README's own-data CGCNN example)."""
+    from mmjax.train.modes import run_train
+
+    config = load_config("cgcnn")
+    config.system.encoder.update(dict(atom_fea_len=8, n_conv=1, h_fea_len=8))
+    config.data.num_materials, config.data.num_workers, config.data.batch_per_device = 40, 0, 2
+    config.data.split = (0.8, 0.1, 0.1)
+    config.train.epochs, config.train.eval_every, config.train.progress = 3.0, 0, False
+    config.checkpoint.every = 0
+    summary = run_train(config, str(tmp_path))
+    # 32 training materials, 2 x 8 devices = 16 per step: 2 steps per epoch, 3 epochs
+    assert summary["steps"] == 6
