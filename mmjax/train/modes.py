@@ -22,8 +22,10 @@ lives in ``<workdir>/data`` unless ``config.data.data_dir``).
   training data) or ``config.data.predict_split`` -> ``<workdir>/predictions.csv``: ``id`` then
   one column per target (regression in target units; classification as the class label, e.g.
   space group 1..230), plus ``<target>_sigma`` (exp(log sigma) x std, target units) for a
-  ``robust_l1`` target and ``<target>_true`` where the input has labels; the raw head outputs
-  (normalised units, logits) go to ``predictions.npz`` with the same row order.
+  ``robust_l1`` target, ``crystal_system_name`` beside the crystal-system index, and
+  ``<target>_true`` where the input has labels; ``predictions.npz`` holds ``ids``, the raw head
+  outputs (normalised units, logits) and ``<target>_probabilities`` (softmax) of classification
+  targets, rows as in the CSV.
 * ``embed``: `System.embed` over the same inputs -> ``<workdir>/embeddings.npz`` with ``ids``
   (unicode) and one float32 [n, d] array per modality (plain arrays, no pickle).
 """
@@ -40,6 +42,8 @@ from typing import Callable
 import jax
 import ml_collections
 import numpy as np
+
+from mmjax.data.schema import CRYSTAL_SYSTEMS
 
 from mmjax.train import mesh as mesh_lib
 from mmjax.train.data import build_iterator, peek
@@ -404,6 +408,9 @@ def run_predict(config, workdir, input_path=None) -> dict:
         if f"{name}/log_sigma" in outputs and stats.get(name, {}).get("kind") == "regression":
             # RobustL1 heads: the predicted scale in target units (CrabNet's uncertainty)
             columns[f"{name}_sigma"] = np.exp(outputs[f"{name}/log_sigma"].astype(np.float64)) * stats[name]["std"]
+        if name == "crystal_system" and name in real:
+            columns["crystal_system_name"] = np.asarray(
+                [CRYSTAL_SYSTEMS[int(i)] if 0 <= int(i) < len(CRYSTAL_SYSTEMS) else "" for i in real[name]])
     for name in names:
         if f"target/{name}" in outputs and name in stats:
             st, mask = stats[name], outputs[f"target_mask/{name}"].astype(bool)
@@ -417,10 +424,20 @@ def run_predict(config, workdir, input_path=None) -> dict:
             w.writerow(list(columns))
             for row in zip(*[_csv_column(v) for v in columns.values()]):
                 w.writerow(row)
-        # the raw head outputs (normalised units / logits), rows as in the CSV
-        np.savez(os.path.join(os.path.abspath(workdir), "predictions.npz"), **{k: outputs[k] for k in names})
+        # ids, the raw head outputs (normalised units / logits) and class probabilities, rows as in the CSV
+        raw = {k: np.asarray(outputs[k]) for k in names}
+        probs = {f"{k}_probabilities": _softmax(v) for k, v in raw.items() if stats.get(k, {}).get("kind") != "regression"
+                 and v.ndim == 2}
+        np.savez(os.path.join(os.path.abspath(workdir), "predictions.npz"), ids=np.asarray(outputs["ids"]).astype(str),
+                 **raw, **probs)
         print(f"wrote {path}: {len(outputs['ids'])} rows, columns {list(columns)}", flush=True)
     return columns
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits.astype(np.float64) - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
 
 
 def _csv_column(v: np.ndarray) -> list:

@@ -93,9 +93,17 @@ def test_predict_and_embed_on_an_input_folder_keep_the_ids(trained, tmp_path):
         rows = list(csv.DictReader(fh))
     assert sorted(r["id"] for r in rows) == sorted(names)
     assert set(rows[0]) >= {"id", "ewald_energy_per_atom", "crystal_system"}
+    from mmjax.data.schema import CRYSTAL_SYSTEMS
+
     for r in rows:
         assert 0 <= int(r["crystal_system"]) <= 6 and np.isfinite(float(r["ewald_energy_per_atom"]))
+        assert r["crystal_system_name"] == CRYSTAL_SYSTEMS[int(r["crystal_system"])]
     assert list(cols["id"]) == [r["id"] for r in rows]
+    with np.load(workdir / "predictions.npz", allow_pickle=False) as z:
+        assert z["ids"].tolist() == [r["id"] for r in rows]
+        p = z["crystal_system_probabilities"]
+        assert p.shape == (3, 7) and np.allclose(p.sum(1), 1.0, atol=1e-5)
+        assert (p.argmax(1) == np.array([int(r["crystal_system"]) for r in rows])).all()
 
     run_embed(config, str(workdir), input_path=str(inputs))
     with np.load(workdir / "embeddings.npz", allow_pickle=False) as z:
