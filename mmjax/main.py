@@ -16,6 +16,8 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Python config file (g
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output folder: checkpoints, logs, results.")
 _MODE = flags.DEFINE_enum("mode", "train", list(MODES), "What to do.")
 _INPUT = flags.DEFINE_string("input", None, "Input data for predict / embed (default: the config's data).")
+_OUTPUT = flags.DEFINE_string("output", None, "predict / embed: write the CSV / .npz here instead of the workdir "
+                              "(featurised --input is then cached beside it; the workdir is only read).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -62,7 +64,10 @@ def main(argv):
     try:
         validate_config(_CONFIG.value)
         initialize_distributed()
-        MODES[_MODE.value](_CONFIG.value, _WORKDIR.value, input_path=_INPUT.value)
+        extra = {"output": _OUTPUT.value} if _OUTPUT.value else {}
+        if extra and _MODE.value not in ("predict", "embed"):
+            raise ValueError(f"--output applies to --mode=predict and --mode=embed, not --mode={_MODE.value}")
+        MODES[_MODE.value](_CONFIG.value, _WORKDIR.value, input_path=_INPUT.value, **extra)
     except user_errors() as err:
         if verbose:
             raise

@@ -387,19 +387,48 @@ def run_evaluate(config: ml_collections.ConfigDict, workdir: str, input_path: st
     return out
 
 
-def _apply_mode(method: str, config, workdir, input_path) -> tuple[dict, dict]:
+def _output_path(workdir: str, output: str | None, default_name: str) -> str:
+    """Where a read-only mode writes: ``output`` (its folder created) or ``<workdir>/<default_name>``."""
+    if not output:
+        return os.path.join(os.path.abspath(workdir), default_name)
+    path = os.path.abspath(output)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    return path
+
+
+def _with_input_cache_beside(config, output: str | None):
+    """With ``--output`` and no ``data.data_dir``: featurised inputs are cached beside the output
+    (so a read-only model folder is only read)."""
+    if not output or _cfg_get(config.data, "data_dir", ""):
+        return config
+    c = copy.deepcopy(config)
+    with c.unlocked():
+        c.data.data_dir = os.path.join(os.path.dirname(os.path.abspath(output)), "mmjax_input_cache")
+    return c
+
+
+def _cfg_get(section, key, default):
+    try:
+        return section[key] if key in section else default
+    except (KeyError, AttributeError):
+        return default
+
+
+def _apply_mode(method: str, config, workdir, input_path, output: str | None = None) -> tuple[dict, dict]:
     workdir = os.path.abspath(workdir)
     system = _system(config)
-    it = build_iterator(config, "predict", input_path, workdir=workdir)
+    it = build_iterator(_with_input_cache_beside(config, output) if input_path else config, "predict", input_path,
+                        workdir=workdir)
     eng, params, _ = _restore_params(system, config, workdir, peek(it))
     outputs = collect_outputs(getattr(system, method), params, eng["shardings"].params, eng["mesh"], it,
                               with_targets=method == "predict")
     return outputs, target_stats(config, workdir) if method == "predict" else {}
 
 
-def run_predict(config, workdir, input_path=None) -> dict:
-    """`System.predict` -> ``<workdir>/predictions.csv`` (see module docstring); returns the columns."""
-    outputs, stats = _apply_mode("predict", config, workdir, input_path)
+def run_predict(config, workdir, input_path=None, output: str | None = None) -> dict:
+    """`System.predict` -> ``<workdir>/predictions.csv`` or ``output`` (see module docstring);
+    returns the columns."""
+    outputs, stats = _apply_mode("predict", config, workdir, input_path, output)
     names = [k for k in outputs if "/" not in k and k != "ids"]
     real = real_unit_outputs(outputs, stats)
     columns = {"id": outputs["ids"]}
@@ -418,7 +447,7 @@ def run_predict(config, workdir, input_path=None) -> dict:
             y = y * st["std"] + st["mean"] if st["kind"] == "regression" else y + st["offset"]
             columns[f"{name}_true"] = np.where(mask, y, np.nan)
     if jax.process_index() == 0:
-        path = os.path.join(os.path.abspath(workdir), "predictions.csv")
+        path = _output_path(workdir, output, "predictions.csv")
         with open(path, "w", newline="", encoding="utf-8") as fh:
             w = csv.writer(fh)
             w.writerow(list(columns))
@@ -428,8 +457,7 @@ def run_predict(config, workdir, input_path=None) -> dict:
         raw = {k: np.asarray(outputs[k]) for k in names}
         probs = {f"{k}_probabilities": _softmax(v) for k, v in raw.items() if stats.get(k, {}).get("kind") != "regression"
                  and v.ndim == 2}
-        np.savez(os.path.join(os.path.abspath(workdir), "predictions.npz"), ids=np.asarray(outputs["ids"]).astype(str),
-                 **raw, **probs)
+        np.savez(os.path.splitext(path)[0] + ".npz", ids=np.asarray(outputs["ids"]).astype(str), **raw, **probs)
         print(f"wrote {path}: {len(outputs['ids'])} rows, columns {list(columns)}", flush=True)
     return columns
 
@@ -449,12 +477,13 @@ def _csv_column(v: np.ndarray) -> list:
     return [str(x) for x in v]
 
 
-def run_embed(config, workdir, input_path=None) -> dict:
-    """`System.embed` -> ``<workdir>/embeddings.npz`` (``ids`` + one [n, d] array per modality)."""
-    outputs, _ = _apply_mode("embed", config, workdir, input_path)
+def run_embed(config, workdir, input_path=None, output: str | None = None) -> dict:
+    """`System.embed` -> ``<workdir>/embeddings.npz`` or ``output`` (``ids`` + one [n, d] array
+    per modality)."""
+    outputs, _ = _apply_mode("embed", config, workdir, input_path, output)
     arrays = {k: (v.astype(np.float32) if v.dtype.kind == "f" else v) for k, v in outputs.items()}
     if jax.process_index() == 0:
-        path = os.path.join(os.path.abspath(workdir), "embeddings.npz")
+        path = _output_path(workdir, output, "embeddings.npz")
         np.savez(path, **arrays)
         print(f"wrote {path}: " + ", ".join(f"{k} {v.shape}" for k, v in arrays.items()), flush=True)
     return arrays

@@ -257,3 +257,23 @@ def test_embed_after_pretrain_reads_the_pretrained_model_and_moves_nothing(tmp_p
         run_embed(other, str(tmp_path))
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == before
     assert not (tmp_path / "checkpoints_corrupt").exists()
+
+
+def test_predict_and_embed_to_an_output_path_leave_a_read_only_model_folder_alone(trained, tmp_path):
+    import os
+    import stat
+
+    config, workdir, _ = trained
+    inputs = tmp_path / "cifs"
+    inputs.mkdir()
+    generate_one(2000).structure.to(filename=str(inputs / "one.cif"))
+    before = sorted(p.relative_to(workdir).as_posix() for p in workdir.rglob("*"))
+    os.chmod(workdir, stat.S_IRUSR | stat.S_IXUSR)  # read-only model folder (root ignores it: compare listings too)
+    try:
+        out = tmp_path / "out" / "preds.csv"
+        run_predict(config, str(workdir), input_path=str(inputs), output=str(out))
+        run_embed(config, str(workdir), input_path=str(inputs), output=str(tmp_path / "out" / "emb.npz"))
+    finally:
+        os.chmod(workdir, stat.S_IRWXU)
+    assert out.exists() and (tmp_path / "out" / "preds.npz").exists() and (tmp_path / "out" / "emb.npz").exists()
+    assert sorted(p.relative_to(workdir).as_posix() for p in workdir.rglob("*")) == before
