@@ -60,16 +60,24 @@ class MetricWriter:
 
 
 class Progress:
-    """tqdm bar over steps with loss and samples/s in the postfix (tqdm prints the ETA)."""
+    """tqdm bar over steps with loss and samples/s in the postfix (tqdm prints the ETA).
+
+    The bar (and so its clock) starts after the first update, i.e. after the first step, whose
+    time is the compilation: an ETA extrapolated from it would be hours off.
+    """
 
     def __init__(self, total: int, initial: int, enabled: bool):
         self.bar = None
-        if enabled and jax.process_index() == 0:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, mininterval=1.0)
+        self._pending = (total, initial) if enabled and jax.process_index() == 0 else None
 
     def update(self, n: int, **postfix) -> None:
+        if self.bar is None and self._pending is not None:
+            from tqdm.auto import tqdm
+
+            total, initial = self._pending
+            self._pending = None
+            self.bar = tqdm(total=total, initial=initial + n, unit="step", dynamic_ncols=True, mininterval=1.0)
+            return
         if self.bar is not None:
             self.bar.update(n)
             if postfix:

@@ -35,3 +35,21 @@ def test_drop_rows_after_keeps_earlier_rows_verbatim(tmp_path):
     assert path.read_text() == rows[0] + "\n" + rows[1] + "\n"
     assert drop_rows_after(str(path), 10) == 0
     assert drop_rows_after(str(tmp_path / "absent.jsonl"), 3) == 0
+
+
+def test_progress_clock_starts_after_the_first_step(monkeypatch):
+    """The tqdm bar is created after the first (compiling) step has been counted, so its rate and
+    ETA never include the compilation."""
+    import time
+
+    from mmjax.train.metrics import Progress
+
+    monkeypatch.setattr("jax.process_index", lambda: 0)
+    p = Progress(total=10, initial=0, enabled=True)
+    assert p.bar is None
+    time.sleep(0.05)  # "compiling"
+    p.update(1)
+    assert p.bar is not None and p.bar.n == 1 and p.bar.format_dict["elapsed"] < 0.05
+    p.update(2, loss=0.5)
+    assert p.bar.n == 3
+    p.close()
