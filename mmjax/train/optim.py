@@ -200,8 +200,9 @@ def build_optimizer(
     """
     if cfg.name not in OPTIMIZERS:
         raise ValueError(f"config.optim.name={cfg.name!r}; expected one of {OPTIMIZERS}")
-    if cfg.peak_lr <= 0 or (cfg.schedule == "cyclic" and cfg.cyclic_base_lr < 0):
-        raise ValueError(f"config.optim.peak_lr={cfg.peak_lr}: learning rates must be > 0")
+    if cfg.peak_lr < 0 or cfg.init_lr < 0 or cfg.end_lr < 0 or (cfg.schedule == "cyclic" and cfg.cyclic_base_lr < 0):
+        bad = next(k for k in ("peak_lr", "init_lr", "end_lr", "cyclic_base_lr") if cfg[k] < 0)
+        raise ValueError(f"config.optim.{bad}={cfg[bad]}: learning rates must be >= 0")
     if cfg.get("lookahead_k", 0) < 0 or not 0.0 <= cfg.get("lookahead_alpha", 0.5) <= 1.0:
         raise ValueError(f"config.optim.lookahead_k={cfg.lookahead_k} must be >= 0 and lookahead_alpha="
                          f"{cfg.lookahead_alpha} in [0, 1]")

@@ -35,7 +35,7 @@ def test_crabnet_preset_cycles_over_epochs_and_step_schedule():
     assert float(s(299)) == pytest.approx(0.01) and float(s(300)) == pytest.approx(0.001)
     with pytest.raises(ValueError, match="steps_per_epoch"):
         build_schedule(optim_config("crabnet"), 100)
-    with pytest.raises(ValueError, match="learning rates must be > 0"):
+    with pytest.raises(ValueError, match="learning rates must be >= 0"):
         build_optimizer(optim_config("generic", peak_lr=-1e-3), 10)
 
 
