@@ -41,6 +41,14 @@ def _damage(step_dir):
             f.write_bytes(f.read_bytes()[: len(f.read_bytes()) // 3])
 
 
+def _two_steps_second_damaged(state, root):
+    """Steps 1 and 2 saved under ``root``; every data file of step 2 truncated."""
+    with Checkpointer(root, async_save=False) as ck:
+        ck.save(1, state, {"step": 1})
+        ck.save(2, state.replace(step=state.step + 2), {"step": 2})
+    _damage(root / "2")
+
+
 def test_round_trip_keeps_optax_types_values_and_iterator_state(engine_state, tmp_path):
     eng, state, it = engine_state
     assert find_adam_states(state.opt_state)
@@ -85,11 +93,8 @@ def test_keeps_latest_and_best(engine_state, tmp_path):
 def test_corrupted_latest_falls_back_with_warning(engine_state, tmp_path):
     eng, state, _ = engine_state
     root = tmp_path / "ck"
-    with Checkpointer(root, async_save=False) as ck:
-        ck.save(1, state, {"step": 1})
-        ck.save(2, state.replace(step=state.step + 2), {"step": 2})
     # Damage every data file of step 2, and leave an uncommitted (killed mid-save) step 3.
-    _damage(root / "2")
+    _two_steps_second_damaged(state, root)
     (root / "3.orbax-checkpoint-tmp" / "state").mkdir(parents=True)
     with Checkpointer(root, async_save=False) as ck:
         assert ck.all_steps() == [1, 2]
@@ -140,10 +145,7 @@ def test_other_model_is_a_config_error_and_moves_nothing(engine_state, tmp_path)
 def test_read_only_restore_never_moves_a_damaged_step(engine_state, tmp_path):
     eng, state, _ = engine_state
     root = tmp_path / "ck"
-    with Checkpointer(root, async_save=False) as ck:
-        ck.save(1, state, {"step": 1})
-        ck.save(2, state.replace(step=state.step + 2), {"step": 2})
-    _damage(root / "2")
+    _two_steps_second_damaged(state, root)
     with Checkpointer(root, async_save=False) as ck:
         with pytest.warns(RuntimeWarning, match=r"step 2 .* left in place"):
             step, _, _ = ck.restore_latest(sharded_target(eng["abstract"], eng["shardings"]), read_only=True)
