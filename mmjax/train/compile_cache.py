@@ -36,6 +36,7 @@ def enable(setting: str = "auto") -> str:
     if path == _enabled:
         return path
     if not path:
+        _reset_if_initialised()
         jax.config.update("jax_compilation_cache_dir", None)
         _enabled = ""
         return ""
@@ -46,8 +47,20 @@ def enable(setting: str = "auto") -> str:
               "set --config.train.compilation_cache_dir", flush=True)
         _enabled = ""
         return ""
+    _reset_if_initialised()
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_S)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     _enabled = path
     return path
+
+
+def _reset_if_initialised() -> None:
+    """JAX opens its cache once, at the first compilation; a later change of folder (another run in
+    the same process, e.g. tests or notebooks) needs the cache object reset to take effect."""
+    try:
+        from jax._src import compilation_cache as cc  # no public API for this in jax 0.10
+    except ImportError:  # pragma: no cover - a newer jax without the module: folder set at start only
+        return
+    if cc.is_initialized():
+        cc.reset_cache()
