@@ -46,7 +46,8 @@ def test_predict_embed_evaluate_modes(finished, toy_config):
     # Predict split = 2 eval batches of 8 devices x 2 slots; batch 1 pads one slot per device.
     assert preds["y"].shape == (16 + 8,) and emb["xrd"].shape == (24, 16)
     assert np.all(np.isfinite(preds["y"]))
-    assert sorted(np.load(workdir / "predictions.npz").files) == ["y"]
+    with np.load(workdir / "predictions.npz") as z:  # ids in the CSV's row order, then the raw outputs
+        assert sorted(z.files) == ["ids", "y"] and z["ids"].tolist() == [str(i) for i in preds["id"]]
     ev = run_evaluate(toy_config, str(workdir))
     assert ev["step"] == 40 and ev["eval/loss"] == pytest.approx(summary["final_eval"]["eval/loss"], rel=1e-6)
     # eval/mse (mean over the 2 batches of each batch's masked MSE) recomputed from the predictions.
