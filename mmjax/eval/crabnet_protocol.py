@@ -32,7 +32,6 @@ import copy
 import dataclasses
 import json
 import math
-import os
 import time
 from typing import Callable
 

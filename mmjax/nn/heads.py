@@ -6,10 +6,9 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
-from mmjax.nn.transformer import get_activation
+from mmjax.nn.transformer import get_activation, uniform_init
 
 Dtype = Any
 
@@ -162,16 +161,6 @@ class MXMHead(nn.Module):
         return nn.relu(nn.Dense(self.patch_size, name="out")(tokens.astype(jnp.float32)))
 
 
-def torch_bias_init(fan_in: int):
-    """PyTorch ``nn.Linear`` bias init: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
-    bound = 1.0 / max(fan_in, 1) ** 0.5
-
-    def init(key, shape, dtype=jnp.float32):
-        return jax.random.uniform(key, shape, dtype, -bound, bound)
-
-    return init
-
-
 # PyTorch ``nn.Linear`` weight init (kaiming_uniform with a = sqrt(5)): U(-1/sqrt(fan_in), 1/sqrt(fan_in))
 TORCH_KERNEL_INIT = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
 
@@ -189,7 +178,8 @@ class TorchDense(nn.Module):
     @nn.compact
     def __call__(self, x):
         return nn.Dense(self.features, use_bias=self.use_bias, dtype=self.dtype, param_dtype=self.param_dtype,
-                        kernel_init=TORCH_KERNEL_INIT, bias_init=torch_bias_init(x.shape[-1]), name="dense")(x)
+                        kernel_init=TORCH_KERNEL_INIT, bias_init=uniform_init(max(x.shape[-1], 1) ** -0.5),
+                        name="dense")(x)
 
 
 class ResidualMLP(nn.Module):

@@ -66,7 +66,6 @@ class CrabNetSystem(UnimodalBaseline):
             raise ValueError(f"config.system.head='crabnet' predicts regression targets only; {classes} are "
                              "classification targets (use head='mlp')")
         super().__init__("crabnet", "composition", encoder, outputs, (), target_losses)
-        self.losses = {k: v for k, v in self.losses.items()}
         self.head = CrabNetHead(tuple(outputs), tuple(int(h) for h in head_hidden))
 
     def _tokens(self, params, batch, train, rng):

@@ -46,7 +46,7 @@ import numpy as np
 from mmjax.data.schema import CRYSTAL_SYSTEMS
 
 from mmjax.train import mesh as mesh_lib
-from mmjax.train.data import build_iterator, peek
+from mmjax.train.data import _opt, build_iterator, peek
 from mmjax.train.loop import build_engine, evaluate, make_checkpointer, sharded_target, train
 from mmjax.train.step import make_apply_fn, make_eval_step
 
@@ -399,19 +399,12 @@ def _output_path(workdir: str, output: str | None, default_name: str) -> str:
 def _with_input_cache_beside(config, output: str | None):
     """With ``--output`` and no ``data.data_dir``: featurised inputs are cached beside the output
     (so a read-only model folder is only read)."""
-    if not output or _cfg_get(config.data, "data_dir", ""):
+    if not output or _opt(config.data, "data_dir", ""):
         return config
     c = copy.deepcopy(config)
     with c.unlocked():
         c.data.data_dir = os.path.join(os.path.dirname(os.path.abspath(output)), "mmjax_input_cache")
     return c
-
-
-def _cfg_get(section, key, default):
-    try:
-        return section[key] if key in section else default
-    except (KeyError, AttributeError):
-        return default
 
 
 def _apply_mode(method: str, config, workdir, input_path, output: str | None = None) -> tuple[dict, dict]:

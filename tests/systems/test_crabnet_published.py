@@ -11,7 +11,7 @@ import pytest
 from mmjax.data.features.elements import load_element_table
 from mmjax.eval.crabnet_protocol import crabnet_batch_size
 from mmjax.nn import CrabNet
-from mmjax.nn.heads import CrabNetHead, ResidualMLP, gated_element_average
+from mmjax.nn.heads import ResidualMLP, gated_element_average
 from mmjax.objectives.supervised import masked_huber, masked_robust_l1, regression_loss
 from mmjax.systems import build_system
 from mmjax.train.swa import CrabNetSWA

@@ -4,7 +4,6 @@ disabled; summary.json records first_step_s and compile_s."""
 import json
 
 import jax
-import pytest
 
 from mmjax.train import compile_cache
 from mmjax.train.modes import run_train
