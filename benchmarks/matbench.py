@@ -76,6 +76,7 @@ SHARED = ROOT.parent / "shared" / "data"
 LABELS = SHARED / "matbench" / "matbench_perovskites.json.bz2"
 STRUCTURES = SHARED / "perovskites" / "labelled.csv.gz"
 ALL_STRUCTURES = SHARED / "perovskites" / "structures_all.json.gz"
+LINKS = SHARED / "perovskites" / "matbench_links.csv.gz"
 TASK = "matbench_perovskites"
 TARGET = "e_form"
 QUICK_ROWS = 800
@@ -104,21 +105,38 @@ def load_config(spec: str):
     return mod.get_config(arg or None)
 
 
-def structure_items(labels: dict, limit: int | None = None) -> list[tuple]:
-    """``(mbid, cif, {"e_form": Matbench value})`` for every labelled perovskite with an mbid
-    (in Matbench row order); parsed inside the featurisation workers."""
+def mbid_links(source: str) -> dict[str, str]:
+    """``{perov_5 material_id: mbid}``: the 14,946 rows of ``matbench_links.csv.gz`` (``source="links"``)
+    or the 8,100 energy-verified mbids of ``labelled.csv.gz`` (``"labelled"``; a subset of the links)."""
     import pandas as pd
 
-    frame = pd.read_csv(STRUCTURES, usecols=["mbid", "cif"], dtype=str, keep_default_na=False)
-    frame = frame[frame["mbid"] != ""]
+    if source == "links":
+        frame = pd.read_csv(LINKS, usecols=["material_id", "mbid"], dtype=str, keep_default_na=False)
+    elif source == "labelled":
+        frame = pd.read_csv(STRUCTURES, usecols=["material_id", "mbid"], dtype=str, keep_default_na=False)
+    else:
+        raise ValueError(f"structures must be 'links' or 'labelled', got {source!r}")
+    return {m: b for m, b in zip(frame["material_id"], frame["mbid"]) if b}
+
+
+def structure_items(labels: dict, limit: int | None = None, source: str = "links") -> list[tuple]:
+    """``(mbid, structure text, {"e_form": Matbench value})`` for every perovskite structure tied to a
+    Matbench row (`mbid_links`), in Matbench row order; the POSCAR / CIF text is parsed inside the
+    featurisation workers. The label is always the Matbench row's value."""
+    mbid_of = mbid_links(source)
     row_of = {m: i for i, m in enumerate(labels["ids"])}
-    unknown = sorted(set(frame["mbid"]) - set(row_of))
+    unknown = sorted(set(mbid_of.values()) - set(row_of))
     if unknown:
-        raise ValueError(f"{STRUCTURES}: {len(unknown)} mbids are not rows of {LABELS}, e.g. {unknown[0]!r}")
-    frame = frame.assign(row=frame["mbid"].map(row_of)).sort_values("row")
+        raise ValueError(f"{len(unknown)} linked mbids are not rows of {LABELS}, e.g. {unknown[0]!r}")
+    with gzip.open(ALL_STRUCTURES, "rt") as fh:
+        text_of = {k: v["poscar"] for k, v in json.load(fh).items()}
+    missing = sorted(set(mbid_of) - set(text_of), key=str)
+    if missing:
+        raise ValueError(f"{len(missing)} linked material_ids have no structure in {ALL_STRUCTURES}, e.g. {missing[0]!r}")
+    order = sorted(mbid_of, key=lambda m: row_of[mbid_of[m]])
     if limit:
-        frame = frame.iloc[:limit]
-    return [(m, cif, {TARGET: float(labels["targets"][r])}) for m, cif, r in zip(frame["mbid"], frame["cif"], frame["row"])]
+        order = order[:limit]
+    return [(mbid_of[m], text_of[m], {TARGET: float(labels["targets"][row_of[mbid_of[m]]])}) for m in order]
 
 
 def default_spec(modalities: tuple[str, ...]):
@@ -143,7 +161,7 @@ def featurise(items: list, spec, cache: pathlib.Path, workers: int, text_model: 
     tmp = cache.with_name(cache.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     manifest = featurize_dataset(items, spec, tmp, num_workers=workers, parse=material_from_text, progress=False,
-                                 sources=[str(STRUCTURES), str(LABELS)], command=" ".join(sys.argv))
+                                 sources=[str(ALL_STRUCTURES), str(LINKS), str(LABELS)], command=" ".join(sys.argv))
     if manifest.skipped:
         print(f"  featurisation skipped {len(manifest.skipped)} structures, e.g. {manifest.skipped[0]}")
     if spec.text:
@@ -157,7 +175,7 @@ def featurise(items: list, spec, cache: pathlib.Path, workers: int, text_model: 
     return store.Dataset.open(cache)
 
 
-def labelled_copy(pre_cfg, cache: pathlib.Path, labels: dict):
+def labelled_copy(pre_cfg, cache: pathlib.Path, labels: dict, source: str = "links"):
     """Dataset of the supervised stage: a copy of the pretraining store (identical features and text
     embeddings) with the Matbench ``e_form`` added as ``"target/e_form"`` on the rows that have an
     mbid (NaN elsewhere), made once into ``cache``. The pretraining run never sees this copy.
@@ -167,13 +185,11 @@ def labelled_copy(pre_cfg, cache: pathlib.Path, labels: dict):
     import shutil
 
     import numpy as np
-    import pandas as pd
 
     from mmjax.data import store
     from mmjax.train.data import dataset_dir
 
-    frame = pd.read_csv(STRUCTURES, usecols=["material_id", "mbid"], dtype=str, keep_default_na=False)
-    mbid_of = {m: b for m, b in zip(frame["material_id"], frame["mbid"]) if b}
+    mbid_of = mbid_links(source)
     row_of = {m: i for i, m in enumerate(labels["ids"])}
 
     def mbids_of(ids):  # store ids are mbids (labelled source) or CDVAE material ids (all structures)
@@ -197,7 +213,7 @@ def labelled_copy(pre_cfg, cache: pathlib.Path, labels: dict):
 
 
 SAME_SETTINGS = ("epochs", "steps", "batch_size", "lr", "weight_decay", "patience", "val_fraction", "seed", "system",
-                 "quick", "set")
+                 "quick", "set", "config", "structures")
 
 
 def reused_folds(folder: pathlib.Path, args, protocol: str) -> dict[int, tuple]:
@@ -207,12 +223,35 @@ def reused_folds(folder: pathlib.Path, args, protocol: str) -> dict[int, tuple]:
     old = dict(run["settings"], protocol=run.get("protocol", "scratch"))
     new = dict(vars(args), protocol=protocol)
     old.setdefault("set", [])  # runs from before --set existed
+    old.setdefault("config", "")
+    old.setdefault("structures", "labelled")  # runs from before --structures existed
     diff = [k for k in SAME_SETTINGS + ("protocol",) if old.get(k) != new.get(k)]
     if diff:
         raise ValueError(f"--reuse-folds {folder}: settings differ ({', '.join(f'{k}: {old.get(k)!r} vs {new.get(k)!r}' for k in diff)})")
     with gzip.open(folder / "results.json.gz", "rt") as fh:
         results = json.load(fh)["tasks"][TASK]["results"]
     return {int(k.split("_")[1]): (v["data"], run["folds"][k.split("_")[1]], v["parameters"]) for k, v in results.items()}
+
+
+def fold_settings(args, protocol: str) -> dict:
+    """The settings that make two runs' folds interchangeable (`SAME_SETTINGS` + protocol)."""
+    return {k: v for k, v in dict(vars(args), protocol=protocol).items() if k in SAME_SETTINGS + ("protocol",)}
+
+
+def finished_folds(out: pathlib.Path, settings: dict) -> dict[int, tuple]:
+    """Folds this run already finished into ``out/folds/fold_<k>.json`` (a killed run resumes fold by
+    fold): ``{fold: (predictions {mbid: value}, fold record, parameters)}``. A fold file written with
+    other settings is an error naming the first difference (nothing is overwritten)."""
+    done = {}
+    for f in sorted((out / "folds").glob("fold_*.json")):
+        rec = json.loads(f.read_text())
+        diff = [k for k in settings if rec["settings"].get(k) != settings[k]]
+        if diff:
+            k = diff[0]
+            raise ValueError(f"{f} was written with other settings ({k}: {rec['settings'].get(k)!r} vs {settings[k]!r}); "
+                             f"pass another --out to keep both")
+        done[int(rec["fold"])] = (rec["predictions"], rec["run"], rec["params"])
+    return done
 
 
 def spec_tag(spec) -> str:
@@ -308,13 +347,15 @@ def main(argv=None) -> int:
                     help="config override before the protocol, e.g. system.vicreg_weight=1.0 (Python literal)")
     ap.add_argument("--reuse-folds", default="",
                     help="results folder of an earlier run with the same settings: its folds are taken, not re-run")
+    ap.add_argument("--structures", default="links", choices=("links", "labelled"),
+                    help="rows with a structure: the 14,946 of matbench_links.csv.gz, or the 8,100 energy-verified ones")
     ap.add_argument("--cache", default="")
     ap.add_argument("--out", default="")
     ap.add_argument("--verbose", action="store_true")
     args = ap.parse_args(argv)
     if any(f not in range(5) for f in args.folds):
         ap.error(f"--folds must be in 0..4, got {args.folds}")
-    for path in (LABELS, STRUCTURES):
+    for path in (LABELS, STRUCTURES, ALL_STRUCTURES, LINKS):
         if not path.exists():
             print(f"{path} not found; nothing to run")
             return 1
@@ -381,18 +422,18 @@ def main(argv=None) -> int:
           f"{'all' if trainable is None else list(trainable)}")
 
     labels = load_matbench_labels(LABELS)
-    tag = "-".join(modalities) + ("-quick" if args.quick else "")
+    tag = "-".join(modalities) + f"-{args.structures}" + ("-quick" if args.quick else "")
     if protocol != "scratch":
-        tag = f"{protocol}-{spec_tag(spec)}" + ("-quick" if args.quick else "")
+        tag = f"{protocol}-{spec_tag(spec)}-{args.structures}" + ("-quick" if args.quick else "")
     cache = pathlib.Path(args.cache or ROOT / "runs" / "bench_cache" / TASK / tag)
     t0 = time.time()
     if protocol == "scratch":
-        items = structure_items(labels, QUICK_ROWS if args.quick else None)
+        items = structure_items(labels, QUICK_ROWS if args.quick else None, args.structures)
         ds = featurise(items, spec, cache, args.workers)
         mbids = np.asarray(ds.ids)
         n_items = len(items)
     else:  # the pretraining store (same features, text embeddings included) + the target column
-        ds, mbids = labelled_copy(pre_cfg, cache, labels)
+        ds, mbids = labelled_copy(pre_cfg, cache, labels, args.structures)
         n_items = len(mbids)
     t_feat = time.time() - t0
     row_of = {m: i for i, m in enumerate(labels["ids"])}
@@ -400,12 +441,21 @@ def main(argv=None) -> int:
     position = np.full(len(labels["ids"]), -1, np.int64)
     position[ds_rows] = np.arange(len(ds))
     available = position >= 0
-    print(f"{TASK}: {len(labels['ids'])} rows, {n_items} labelled structures with an mbid, {available.sum()} featurised "
+    print(f"{TASK}: {len(labels['ids'])} rows, {n_items} structures tied to a row ({args.structures}), {available.sum()} featurised "
           f"({t_feat:.1f} s, cache {cache})")
 
     fold_runs: dict[int, dict] = {}
     fold_iter = iter(sorted(args.folds))
     reuse = reused_folds(pathlib.Path(args.reuse_folds), args, protocol) if args.reuse_folds else {}
+    out = pathlib.Path(args.out or ROOT / "benchmarks" / "results" /
+                       f"{TASK}_{args.system if protocol == 'scratch' else protocol + '_protocol'}{'_quick' if args.quick else ''}")
+    settings = fold_settings(args, protocol)
+    try:
+        resumed = finished_folds(out, settings)
+    except ValueError as exc:
+        ap.error(str(exc))
+    if resumed:
+        print(f"resuming: folds {sorted(resumed)} finished earlier in {out}/folds")
 
     def fit(train_rows, val_rows, test_rows):
         fold = next(fold_iter)
@@ -414,6 +464,12 @@ def main(argv=None) -> int:
             pred = np.asarray([data[labels["ids"][r]] for r in test_rows], np.float64)
             fold_runs[fold] = {**run, "reused_from": args.reuse_folds}
             print(f"\n== fold {fold}: taken from {args.reuse_folds} (same settings): test MAE {run['mae']:.4f}")
+            return pred, params
+        if fold in resumed:
+            data, run, params = resumed[fold]
+            pred = np.asarray([data[labels["ids"][r]] for r in test_rows], np.float64)
+            fold_runs[fold] = run
+            print(f"\n== fold {fold}: finished earlier ({out}/folds/fold_{fold}.json): test MAE {run['mae']:.4f}")
             return pred, params
         steps_per_epoch = max(1, math.ceil(len(train_rows) / args.batch_size))
         steps = args.steps or args.epochs * steps_per_epoch
@@ -432,11 +488,12 @@ def main(argv=None) -> int:
               f"{res.best_val_mae:.4f} at step {res.best_step} of {res.steps_run}; {res.wall_s:.0f} s")
         fold_runs[fold] = {"fit": res.summary(), "mae": mae, "mae_train_mean_baseline": dummy, "steps_max": steps,
                            "val_curve": [(h["step"], round(h["val/mae"], 5)) for h in res.history]}
-        return res.predictions, {"system": args.system, "protocol": protocol, "steps_max": steps,
-                                 "best_step": res.best_step, "best_val_mae": res.best_val_mae}
-
-    out = pathlib.Path(args.out or ROOT / "benchmarks" / "results" /
-                       f"{TASK}_{args.system if protocol == 'scratch' else protocol + '_protocol'}{'_quick' if args.quick else ''}")
+        params = {"system": args.system, "protocol": protocol, "steps_max": steps,
+                  "best_step": res.best_step, "best_val_mae": res.best_val_mae}
+        write_json(out / "folds" / f"fold_{fold}.json", {
+            "fold": fold, "settings": settings, "run": fold_runs[fold], "params": params,
+            "predictions": {labels["ids"][r]: float(v) for r, v in zip(test_rows, res.predictions)}})
+        return res.predictions, params
     results, _ = run_matbench(TASK, labels["ids"], labels["targets"], fit, out, available=available,
                               val_fraction=args.val_fraction, seed=args.seed, folds=tuple(args.folds))
 

@@ -34,12 +34,15 @@ def to_jsonable(obj: Any) -> Any:
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> str:
-    """Write ``obj`` as indented JSON (parent folders created); returns the path as str."""
+    """Write ``obj`` as indented JSON (parent folders created); returns the path as str. The file is
+    written beside the target and renamed over it, so a killed writer never leaves half a file."""
     path = os.fspath(path)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path, "w", encoding="utf-8") as fh:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as fh:
         json.dump(to_jsonable(obj), fh, indent=1, sort_keys=False)
         fh.write("\n")
+    os.replace(tmp, path)
     return path
 
 
