@@ -16,8 +16,9 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Python config file (g
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output folder: checkpoints, logs, results.")
 _MODE = flags.DEFINE_enum("mode", "train", list(MODES), "What to do.")
 _INPUT = flags.DEFINE_string("input", None, "Input data for predict / embed (default: the config's data).")
-_OUTPUT = flags.DEFINE_string("output", None, "predict / embed: write the CSV / .npz here instead of the workdir "
-                              "(featurised --input is then cached beside it; the workdir is only read).")
+_OUTPUT = flags.DEFINE_string("output", None, "predict / embed / evaluate: write the CSV / .npz / .json here instead "
+                              "of the workdir (featurised --input is then cached beside it; the workdir is only read).")
+READ_ONLY_MODES = ("predict", "embed", "evaluate")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -65,8 +66,10 @@ def main(argv):
         validate_config(_CONFIG.value)
         initialize_distributed()
         extra = {"output": _OUTPUT.value} if _OUTPUT.value else {}
-        if extra and _MODE.value not in ("predict", "embed"):
-            raise ValueError(f"--output applies to --mode=predict and --mode=embed, not --mode={_MODE.value}")
+        if extra and _MODE.value not in READ_ONLY_MODES:
+            raise ValueError(f"--output applies to --mode=predict, embed and evaluate, not --mode={_MODE.value}")
+        if _MODE.value in READ_ONLY_MODES:  # the model comes from the workdir; overrides may not change it
+            extra["overrides"] = dict(config_flags.get_override_values(flags.FLAGS["config"]))
         MODES[_MODE.value](_CONFIG.value, _WORKDIR.value, input_path=_INPUT.value, **extra)
     except user_errors() as err:
         if verbose:
@@ -76,8 +79,34 @@ def main(argv):
         sys.exit(2)
 
 
+def parse_flags(argv):
+    """absl's flag parsing, with a misspelt or mistyped ``--config.<key>=`` override (or a config
+    file that does not load) printed as one line naming it, exit status 2; ``--verbosity=1`` (or
+    higher) keeps the traceback."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as err:
+        print(f"error: {err}\nPass --help to see the flags.", file=sys.stderr)
+        sys.exit(2)
+    except (KeyError, AttributeError, ValueError, TypeError, FileNotFoundError) as err:
+        if any(a.startswith("--verbosity=") and a.split("=", 1)[1] not in ("0", "-1", "-2", "-3") for a in argv):
+            raise
+        msg = str(err)
+        try:  # ml_collections nests the KeyError's repr (quotes, escaped newlines) in the message
+            msg = msg.encode("latin-1", "backslashreplace").decode("unicode_escape")
+        except UnicodeError:
+            pass
+        msg = " ".join(part.strip().strip("'\"") for part in msg.strip().strip("'\"").splitlines()) or type(err).__name__
+        named = [a.split("=", 1)[0] for a in argv if a.startswith("--config.")
+                 and a.split("=", 1)[0].rsplit(".", 1)[-1] in msg]
+        where = f"{named[0]}: no such key in the config" if named and isinstance(err, (KeyError, AttributeError)) \
+            else f"in the config or its overrides ({type(err).__name__})"
+        print(f"error: {where}: {msg}\n(run with --verbosity=1 for the traceback)", file=sys.stderr)
+        sys.exit(2)
+
+
 def run():
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)
 
 
 if __name__ == "__main__":

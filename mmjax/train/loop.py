@@ -71,15 +71,21 @@ def config_json(config: ml_collections.ConfigDict) -> dict:
 
 def evaluate(eval_step: Callable, params: PyTree, batches: Iterable, mesh, rng: jax.Array,
              prefix: str = "eval/") -> dict[str, float]:
-    """Mean over batches of each eval metric (per-batch means, equally weighted)."""
-    sums, n = None, 0
+    """Sample-weighted mean of each eval metric: each batch's metric (a mean over its real samples)
+    counts ``n_b`` times, ``n_b`` = its valid slots (``batch["slot_valid"]``), so a short last batch
+    weighs what its samples weigh and the result equals the mean over the whole split."""
+    sums, n = None, 0.0
     for host_batch in batches:
-        m = eval_step(params, mesh_lib.host_to_global(host_batch, mesh), rng)
-        sums = m if sums is None else jax.tree.map(lambda a, b: a + b, sums, m)
-        n += 1
-    if n == 0:
+        w = float(np.asarray(host_batch["slot_valid"]).sum())
+        if w == 0:
+            continue
+        m = jax.device_get(eval_step(params, mesh_lib.host_to_global(host_batch, mesh), rng))
+        m = {k: float(v) * w for k, v in m.items()}
+        sums = m if sums is None else {k: sums[k] + m[k] for k in sums}
+        n += w
+    if not n:
         return {}
-    return {f"{prefix}{k}": float(v) / n for k, v in jax.device_get(sums).items()}
+    return {f"{prefix}{k}": v / n for k, v in sums.items()}
 
 
 def merge_params(init: PyTree, loaded: dict) -> tuple[PyTree, int]:

@@ -16,8 +16,9 @@ lives in ``<workdir>/data`` unless ``config.data.data_dir``).
   new targets) starts fresh.
 * ``probe``: like finetune with every parameter group except ``head`` frozen (optimiser
   multiplier 0: frozen trunk, heads only — the XxaCT-NN transfer protocol).
-* ``evaluate``: the newest checkpoint on ``config.data.evaluate_split`` (default "test"): loss
-  metrics and, per target, MAE (target units) or accuracy -> ``<workdir>/evaluate.json``.
+* ``evaluate``: the newest checkpoint on ``config.data.evaluate_split`` (default "test"): per
+  target MAE (target units) or accuracy, and the objective's terms (normalised units, under
+  ``<split>/normalised/``), all sample-weighted means -> ``<workdir>/evaluate.json``.
 * ``predict``: `System.predict` over ``--input`` (CIF folder / CSV / JSON, featurised like the
   training data) or ``config.data.predict_split`` -> ``<workdir>/predictions.csv``: ``id`` then
   one column per target (regression in target units; classification as the class label, e.g.
@@ -48,6 +49,7 @@ from mmjax.data.schema import CRYSTAL_SYSTEMS
 from mmjax.train import mesh as mesh_lib
 from mmjax.train.data import _opt, build_iterator, peek
 from mmjax.train.loop import build_engine, evaluate, make_checkpointer, sharded_target, train
+from mmjax.train.model_folder import training_config
 from mmjax.train.step import make_apply_fn, make_eval_step
 
 PRETRAIN_DIR = "pretrain"
@@ -362,17 +364,28 @@ def _heads_metrics(system, config, workdir, params, split) -> dict:
     return prediction_metrics(outputs, stats)
 
 
-def run_evaluate(config: ml_collections.ConfigDict, workdir: str, input_path: str | None = None) -> dict:
-    """Newest checkpoint on ``config.data.evaluate_split`` (or ``--input``) -> ``evaluate.json``."""
+def run_evaluate(config: ml_collections.ConfigDict, workdir: str, input_path: str | None = None,
+                 output: str | None = None, overrides: dict | None = None) -> dict:
+    """Newest checkpoint on ``config.data.evaluate_split`` (or ``--input``) -> ``evaluate.json``.
+
+    Every metric named ``<split>/<target>/<metric>`` is in the target's own units (MAE de-normalised
+    with the training statistics; accuracy over the labelled rows) and is a mean over samples. The
+    objective's own terms, computed on normalised targets, are kept apart under
+    ``<split>/normalised/<name>`` whenever targets are normalised (so no key mixes units); without
+    target statistics (synthetic data) they are ``<split>/<name>`` as the training run logs them.
+    """
     workdir = os.path.abspath(workdir)
+    config = training_config(config, workdir, overrides)
+    if input_path:
+        config = _with_input_cache_beside(config, output)
     system = _system(config)
     split = "predict" if input_path else config.data.get("evaluate_split", "eval")
     it = build_iterator(config, split, input_path, workdir=workdir)
     eng, params, step = _restore_params(system, config, workdir, peek(it))
-    metrics = evaluate(make_eval_step(system, eng["shardings"].params, eng["mesh"]), params, it, eng["mesh"],
-                       jax.random.PRNGKey(config.seed + 1), prefix=f"{split}/")
-    out = {"step": step, **metrics}
     stats = target_stats(config, workdir)
+    metrics = evaluate(make_eval_step(system, eng["shardings"].params, eng["mesh"]), params, it, eng["mesh"],
+                       jax.random.PRNGKey(config.seed + 1), prefix=f"{split}/normalised/" if stats else f"{split}/")
+    out = {"step": step, "split": split, **metrics}
     if stats:
         try:
             outputs = collect_outputs(system.predict, params, eng["shardings"].params, eng["mesh"],
@@ -381,7 +394,7 @@ def run_evaluate(config: ml_collections.ConfigDict, workdir: str, input_path: st
         except NotImplementedError:
             pass
     if jax.process_index() == 0:
-        with open(os.path.join(workdir, "evaluate.json"), "w", encoding="utf-8") as fh:
+        with open(_output_path(workdir, output, "evaluate.json"), "w", encoding="utf-8") as fh:
             json.dump(out, fh, indent=2)
         print(json.dumps(out), flush=True)
     return out
@@ -407,8 +420,10 @@ def _with_input_cache_beside(config, output: str | None):
     return c
 
 
-def _apply_mode(method: str, config, workdir, input_path, output: str | None = None) -> tuple[dict, dict]:
+def _apply_mode(method: str, config, workdir, input_path, output: str | None = None,
+                overrides: dict | None = None) -> tuple[dict, dict]:
     workdir = os.path.abspath(workdir)
+    config = training_config(config, workdir, overrides)
     system = _system(config)
     it = build_iterator(_with_input_cache_beside(config, output) if input_path else config, "predict", input_path,
                         workdir=workdir)
@@ -418,10 +433,10 @@ def _apply_mode(method: str, config, workdir, input_path, output: str | None = N
     return outputs, target_stats(config, workdir) if method == "predict" else {}
 
 
-def run_predict(config, workdir, input_path=None, output: str | None = None) -> dict:
+def run_predict(config, workdir, input_path=None, output: str | None = None, overrides: dict | None = None) -> dict:
     """`System.predict` -> ``<workdir>/predictions.csv`` or ``output`` (see module docstring);
     returns the columns."""
-    outputs, stats = _apply_mode("predict", config, workdir, input_path, output)
+    outputs, stats = _apply_mode("predict", config, workdir, input_path, output, overrides)
     names = [k for k in outputs if "/" not in k and k != "ids"]
     real = real_unit_outputs(outputs, stats)
     columns = {"id": outputs["ids"]}
@@ -470,10 +485,10 @@ def _csv_column(v: np.ndarray) -> list:
     return [str(x) for x in v]
 
 
-def run_embed(config, workdir, input_path=None, output: str | None = None) -> dict:
+def run_embed(config, workdir, input_path=None, output: str | None = None, overrides: dict | None = None) -> dict:
     """`System.embed` -> ``<workdir>/embeddings.npz`` or ``output`` (``ids`` + one [n, d] array
     per modality)."""
-    outputs, _ = _apply_mode("embed", config, workdir, input_path, output)
+    outputs, _ = _apply_mode("embed", config, workdir, input_path, output, overrides)
     arrays = {k: (v.astype(np.float32) if v.dtype.kind == "f" else v) for k, v in outputs.items()}
     if jax.process_index() == 0:
         path = _output_path(workdir, output, "embeddings.npz")

@@ -168,3 +168,26 @@ def test_two_processes_with_device_resident_data_match_one_process(tmp_path):
     assert summary["processes"] == 2 and summary["devices"] == 8 and summary["feed"] == "device"
     assert json.loads((tmp_path / "one" / "summary.json").read_text())["feed"] == "device"
     assert_same_params(tmp_path / "one", tmp_path / "two")
+
+
+def test_predict_reads_the_model_from_the_workdir_and_refuses_model_overrides(tmp_path):
+    """Issue 13 item 1 through the CLI: a model trained with --config.system.hidden=24 predicts
+    without that override; an override that changes the model is one line naming it; a misspelt
+    key is one line too (no traceback), and the workdir is not changed by either."""
+    base = [sys.executable, "-m", "mmjax.main", f"--config={TOY_CONFIG}", f"--workdir={tmp_path}"]
+    train = subprocess.run(base + ["--config.train.steps=8", "--config.checkpoint.every=4", "--config.system.hidden=24"],
+                           cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert train.returncode == 0, train.stderr[-2000:]
+    before = sorted(p.relative_to(tmp_path).as_posix() for p in (tmp_path / "checkpoints").rglob("*"))
+    ok = subprocess.run(base + ["--mode=predict"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert "system.hidden=24" in ok.stdout and (tmp_path / "predictions.csv").exists()
+    bad = subprocess.run(base + ["--mode=predict", "--config.system.hidden=32"], cwd=REPO, capture_output=True,
+                         text=True, timeout=300)
+    assert bad.returncode == 2 and "--config.system.hidden=32" in bad.stderr and "trained with 24" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    typo = subprocess.run(base + ["--mode=predict", "--config.system.hiden=32"], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert typo.returncode == 2 and "Traceback" not in typo.stderr
+    assert "--config.system.hiden: no such key" in typo.stderr and len(typo.stderr.strip().splitlines()) == 2
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in (tmp_path / "checkpoints").rglob("*")) == before

@@ -50,10 +50,10 @@ def test_predict_embed_evaluate_modes(finished, toy_config):
         assert sorted(z.files) == ["ids", "y"] and z["ids"].tolist() == [str(i) for i in preds["id"]]
     ev = run_evaluate(toy_config, str(workdir))
     assert ev["step"] == 40 and ev["eval/loss"] == pytest.approx(summary["final_eval"]["eval/loss"], rel=1e-6)
-    # eval/mse (mean over the 2 batches of each batch's masked MSE) recomputed from the predictions.
+    # eval/mse (each batch's masked MSE weighted by its samples: 16 then 8) recomputed from the predictions.
     from mmjax.train.data import synthetic_source
 
-    src, start, mses = synthetic_source(toy_config, "predict"), 0, []
+    src, start, mses, weights = synthetic_source(toy_config, "predict"), 0, [], []
     for k in range(2):
         b = src.batch(k)
         valid = b["slot_valid"].reshape(-1)
@@ -61,7 +61,9 @@ def test_predict_embed_evaluate_modes(finished, toy_config):
         p = preds["y"][start:start + valid.sum()]
         start += valid.sum()
         mses.append(np.mean((p[m] - y[m]) ** 2))
-    assert ev["eval/mse"] == pytest.approx(np.mean(mses), rel=1e-5)
+        weights.append(valid.sum())
+    assert weights == [16, 8]
+    assert ev["eval/mse"] == pytest.approx(np.average(mses, weights=weights), rel=1e-5)
     with pytest.raises(ValueError, match="init_from"):  # probe needs the pretrained encoders named
         MODES["probe"](toy_config, str(workdir))
 

@@ -242,6 +242,7 @@ def test_embed_after_pretrain_reads_the_pretrained_model_and_moves_nothing(tmp_p
     same config. The pretraining checkpoint (other stage, other optimiser state) is read for its
     parameters and left in place; a model that does not match names its keys and moves nothing."""
     from mmjax.train.checkpoint import CheckpointMismatch
+    from mmjax.train.model_folder import ModelOverride
     from mmjax.train.modes import run_pretrain
 
     config = tiny_config()
@@ -253,10 +254,37 @@ def test_embed_after_pretrain_reads_the_pretrained_model_and_moves_nothing(tmp_p
     assert out["ids"].shape[0] > 0
     other = tiny_config()
     other.system.composition.update(dict(d_model=16))
+    # the same override given on the command line would build another model: refused, naming it
+    with pytest.raises(ModelOverride, match=r"--config.system.composition.d_model=16 \(the model in .* trained with 8\)"):
+        run_embed(other, str(tmp_path), overrides={"system.composition.d_model": 16})
+    # without the model stored (checkpoints of an older version) the parameter check still names the keys
     with pytest.raises(CheckpointMismatch, match=r"composition/embed/kernel: checkpoint \(8, 8\) vs model \(8, 16\)"):
-        run_embed(other, str(tmp_path))
+        from mmjax.train import modes
+
+        modes._restore_params(modes._system(other), other, str(tmp_path),
+                              modes.peek(modes.build_iterator(config, "predict", workdir=str(tmp_path))))
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == before
     assert not (tmp_path / "checkpoints_corrupt").exists()
+
+
+def test_trained_workdir_is_a_self_contained_model_folder(trained, capsys):
+    """predict / evaluate with the plain config file (none of the training run's overrides: other
+    sizes, other data) read the model and its data settings from the workdir and give the same
+    predictions; a data override the user gives (predict_split) is kept."""
+    config, workdir, _ = trained
+    want = run_predict(config, str(workdir))
+    plain = load_config("xxact")  # configs/xxact.py:small as shipped: other widths, 3,000 materials
+    assert plain.system.composition.d_model != config.system.composition.d_model
+    got = run_predict(plain, str(workdir))
+    assert "using the training config stored in" in capsys.readouterr().out
+    assert list(got["id"]) == list(want["id"])
+    np.testing.assert_allclose(np.asarray(got["ewald_energy_per_atom"], float),
+                               np.asarray(want["ewald_energy_per_atom"], float), rtol=1e-6)
+    plain.data.predict_split = "all"
+    every = run_predict(plain, str(workdir), overrides={"data.predict_split": "all"})
+    assert len(every["id"]) == 40
+    ev = run_evaluate(load_config("xxact"), str(workdir))
+    assert ev["test/crystal_system/n"] == 8
 
 
 def test_predict_and_embed_to_an_output_path_leave_a_read_only_model_folder_alone(trained, tmp_path):
