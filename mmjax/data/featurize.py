@@ -209,6 +209,13 @@ def featurize_material(material: Material, spec: FeatureSpec) -> dict:
                 rec["crystal/potential"] = np.asarray(g["potential"], np.float32)
             if not np.isfinite(rec["crystal/distances"]).all():
                 raise RecordError(rid, "crystal graph has non-finite distances")
+            isolated = np.setdiff1d(np.arange(len(rec["crystal/atomic_numbers"])), rec["crystal/senders"])
+            if isolated.size:  # kept (a valid input), but said: these atoms see no environment
+                cutoff = spec.cutoff or ("8" if spec.graph == "cgcnn" else "the graph's")
+                rec[WARNINGS_KEY] = [f"{isolated.size} of {len(rec['crystal/atomic_numbers'])} atoms have no "
+                                     f"neighbour within the {cutoff} Å cutoff (sites {isolated[:8].tolist()}"
+                                     f"{', ...' if isolated.size > 8 else ''}); their graph features come from the "
+                                     "atom alone"]
         if spec.xrd:
             x = _run(rid, "xrd", featurizer("xrd_pattern"), st, two_theta_range=spec.xrd_two_theta_range,
                      step=spec.xrd_step, sigma=spec.xrd_sigma)
@@ -290,6 +297,9 @@ def _item_id(item: Any, position: int) -> str:
     if isinstance(item, (tuple, list)) and item and isinstance(item[0], (str, int)):
         return str(item[0])
     return f"#{position}"
+
+
+WARNINGS_KEY = "_warnings"  # a record's warnings: popped before writing, listed in manifest.warnings
 
 
 def featurize_item(item: Any, spec: FeatureSpec, parse: Callable[[Any], Material] | None,
@@ -376,6 +386,7 @@ def featurize_dataset(
     command: str | None = None,
     progress: bool = True,
     mp_context: str = "spawn",
+    read_errors: Sequence[dict] = (),
 ) -> store.Manifest:
     """Featurise ``materials`` (this shard's contiguous range of them) into a store at ``out_dir``.
 
@@ -387,8 +398,12 @@ def featurize_dataset(
     shard_index / num_shards: see the module docstring; with ``num_shards > 1`` the manifest
         is ``manifest-SSSSS-of-NNNNN.json`` and :func:`mmjax.data.store.merge_manifests` joins them.
     records_per_file: records per chunk folder.
+    read_errors: ``{"id", "reason"}`` of records the source reader already refused; listed first
+        in ``manifest.skipped`` and counted as input (so the manifest accounts for every record).
     Bad records are logged, listed in ``manifest.skipped`` with id and reason and counted in
-    ``manifest.counts``; the rest is written. Returns the (shard) manifest.
+    ``manifest.counts``; the rest is written. Records written with a caveat (e.g. an atom with no
+    neighbour inside the cutoff) are logged and listed in ``manifest.warnings``. Returns the
+    (shard) manifest.
     """
     from tqdm.auto import tqdm
 
@@ -401,12 +416,16 @@ def featurize_dataset(
     start, stop = shard_range(len(materials), shard_index, num_shards)
     items = [(start + i, materials[start + i]) for i in range(stop - start)]
     writer = store.StoreWriter(out, shard_index=shard_index, records_per_file=records_per_file)
-    skipped: list = []
+    skipped: list = [dict(r) for r in read_errors]
+    warned: list = []
     t0 = time.perf_counter()
     bar = tqdm(total=len(items), desc=f"featurise shard {shard_index}/{num_shards}", unit="mat", disable=not progress)
     for chunk in _results(items, spec, parse, num_workers, chunk_size, mp_context):
         for position, rid, rec, reason in chunk:
             if rec is not None:
+                for w in rec.pop(WARNINGS_KEY, ()):
+                    log.warning("material %s (input position %d): %s", rid, position, w)
+                    warned.append({"id": rid, "position": position, "warning": w})
                 try:
                     writer.add(rid, rec)
                 except RecordError as err:
@@ -422,5 +441,5 @@ def featurize_dataset(
     info = store.provenance(spec.to_dict(), sources, command)
     info["seconds"] = round(time.perf_counter() - t0, 3)
     info["num_workers"] = num_workers
-    return store.finish_manifest(out, writer, skipped=skipped, num_input=len(items), shard_index=shard_index,
+    return store.finish_manifest(out, writer, skipped=skipped, warnings=warned, num_input=len(items) + len(read_errors), shard_index=shard_index,
                                  num_shards=num_shards, grids=grids, provenance_info=info)

@@ -115,7 +115,8 @@ class Manifest:
         "labels": {name: {count, histogram}}, "scales": {key: {count, mean, std, min, max}}}.
     padding: {"crystal/nodes"|"crystal/edges"|"composition/elements": {count, mean, max, max_id,
         percentiles: {"90.0": value, ...}}} per material.
-    counts: {"input", "written", "skipped"}; skipped: [{"id", "reason"}].
+    counts: {"input", "written", "skipped"}; skipped: [{"id", "reason"}]; warnings: [{"id",
+        "warning"}] of records written with a caveat (e.g. isolated atoms).
     grids: fixed grids shared by all records (e.g. "dos/energies", eV, Fermi-shifted).
     shard: {"index", "count"}; provenance: sources, spec, created, mmjax version, command.
     """
@@ -128,6 +129,7 @@ class Manifest:
     padding: dict = dataclasses.field(default_factory=dict)
     counts: dict = dataclasses.field(default_factory=dict)
     skipped: list = dataclasses.field(default_factory=list)
+    warnings: list = dataclasses.field(default_factory=list)
     grids: dict = dataclasses.field(default_factory=dict)
     shard: dict = dataclasses.field(default_factory=lambda: {"index": 0, "count": 1})
     provenance: dict = dataclasses.field(default_factory=dict)
@@ -670,12 +672,13 @@ def update_statistics(root: pathlib.Path, manifest: Manifest) -> None:
 
 
 def finish_manifest(root: str | os.PathLike, writer: StoreWriter, *, skipped: list, num_input: int,
-                    shard_index: int = 0, num_shards: int = 1, grids: dict | None = None,
+                    warnings: list | None = None, shard_index: int = 0, num_shards: int = 1, grids: dict | None = None,
                     provenance_info: dict | None = None) -> Manifest:
     """Flush ``writer``, compute statistics, write the (shard) manifest file and return it."""
     writer.flush()
     root = pathlib.Path(root)
     m = Manifest(schema=dict(writer.schema), files=list(writer.files), skipped=list(skipped),
+                 warnings=list(warnings or []),
                  counts={"input": int(num_input), "written": writer.num_records, "skipped": len(skipped)},
                  grids=dict(grids or {}), shard={"index": int(shard_index), "count": int(num_shards)},
                  provenance=dict(provenance_info or provenance()))
@@ -721,6 +724,7 @@ def merge_manifests(root: str | os.PathLike) -> Manifest:
             schema[key] = entry
     merged = Manifest(
         schema=schema, files=[f for s in shards for f in s.files], skipped=[r for s in shards for r in s.skipped],
+        warnings=[r for s in shards for r in s.warnings],
         counts={k: sum(s.counts.get(k, 0) for s in shards) for k in ("input", "written", "skipped")},
         grids=shards[0].grids, shard={"index": 0, "count": 1},
         provenance={**shards[0].provenance, "merged_from": [p.name for p in paths],

@@ -302,25 +302,26 @@ def prototype_material(item: tuple):
     return m
 
 
-def _read_materials(req: dict, config) -> tuple[list, Callable | None]:
-    """(items, parse) for `featurize_dataset`: prototypes are generated inside the workers."""
+def _read_materials(req: dict, config) -> tuple[list, Callable | None, list]:
+    """(items, parse, read errors) for `featurize_dataset`: prototypes are generated inside the
+    workers; the read errors are ``{"id", "reason"}`` of the records the reader could not read."""
     from mmjax.data.sources import read_source
 
     if req["source"] == "prototypes":
         n, seed = req["kwargs"]["n"], req["kwargs"]["seed"]
-        return [(f"proto-{i:06d}", i, seed) for i in range(n)], prototype_material
+        return [(f"proto-{i:06d}", i, seed) for i in range(n)], prototype_material, []
     path = req.get("path") or (req["source"] if os.path.exists(req["source"]) else None)
     kwargs = dict(req.get("kwargs", {}))
     result = read_source(path) if req["source"] == "input" else read_source(req["source"], **kwargs)
-    if not result.materials:
-        raise ValueError(f"data source {req.get('path', req['source'])!r} gave no readable material "
-                         f"({len(result.errors)} errors, first: {result.errors[:1]})")
+    errors = [{"id": str(e.record_id), "position": -1, "reason": str(e.reason)} for e in result.errors]
+    if not result.materials and not errors:
+        raise ValueError(f"data source {req.get('path', req['source'])!r} holds no material")
     for err in result.errors[:20]:
         log.warning("skipped while reading: %s", err)
     for m in result.materials:
         for name in CLASS_LABEL_OFFSETS:  # symmetry labels are recomputed as class labels
             m.targets.pop(name, None)
-    return list(result.materials), None
+    return list(result.materials), None, errors
 
 
 def _finish_dataset(config, tmp: str, folder: str) -> None:
@@ -344,9 +345,9 @@ def _featurize_into(config, out_dir: str, input_path: str | None, progress: bool
     from mmjax.data.featurize import featurize_dataset
 
     req = _source_request(config, input_path)
-    items, parse = _read_materials(req, config)
+    items, parse, read_errors = _read_materials(req, config)
     show = bool(config.train.progress) if progress is None else progress
-    return featurize_dataset(items, feature_spec(config), out_dir,
+    return featurize_dataset(items, feature_spec(config), out_dir, read_errors=read_errors if shard_index == 0 else (),
                              num_workers=int(_opt(_data(config), "num_workers", 2)), parse=parse,
                              shard_index=shard_index, num_shards=num_shards,
                              sources=[json.dumps(req, default=str)], progress=show and jax.process_index() == 0)
@@ -372,13 +373,40 @@ def prepare_dataset(config, workdir: str | None = None, input_path: str | None =
         shutil.rmtree(tmp, ignore_errors=True)
         t0 = time.time()
         manifest = _featurize_into(config, tmp, input_path, progress)
+        if not manifest.counts.get("written"):
+            shutil.rmtree(tmp, ignore_errors=True)  # our own empty folder; the inputs are untouched
+            raise ValueError(refused_message(manifest, input_path or _opt(_data(config), "source", "")))
         _finish_dataset(config, tmp, folder)
         if jax.process_index() == 0:
             print(f"featurised {manifest.counts.get('written')} of {manifest.counts.get('input')} materials "
                   f"({manifest.counts.get('skipped')} skipped) into {folder} in {time.time() - t0:.1f} s", flush=True)
+            for line in record_notes(manifest):
+                print(line, flush=True)
     ds = Dataset.open(folder)
     _DATASET_CACHE[folder] = ds
     return ds
+
+
+def record_notes(manifest, limit: int = 3) -> list[str]:
+    """Screen lines for the records a featurisation skipped or kept with a warning (the first
+    `limit` of each, with the reason; every one is in the manifest)."""
+    lines = []
+    for kind, rows, key in (("skipped", manifest.skipped, "reason"), ("warning", manifest.warnings, "warning")):
+        for r in rows[:limit]:
+            lines.append(f"  {kind}: {r['id']}: {r[key]}")
+        if len(rows) > limit:
+            lines.append(f"  ... {len(rows) - limit} more {kind} records, each listed in the manifest")
+    return lines
+
+
+def refused_message(manifest, source) -> str:
+    """One message for a featurisation that wrote no record: why each input was refused."""
+    reasons = [f"{r['id']}: {r['reason']}" for r in manifest.skipped[:5]]
+    more = f"; ... and {len(manifest.skipped) - 5} more" if len(manifest.skipped) > 5 else ""
+    if not manifest.skipped:
+        return f"{source}: no material to featurise (the source is empty)"
+    return (f"{source}: none of the {manifest.counts.get('input')} materials could be used: " + "; ".join(reasons)
+            + more)
 
 
 def featurize_shard(config, workdir: str | None, shard_index: int, num_shards: int,

@@ -84,3 +84,39 @@ def test_epochs_become_steps_from_the_actual_training_set(tmp_path):
     summary = run_train(config, str(tmp_path))
     # 32 training materials, 2 x 8 devices = 16 per step: 2 steps per epoch, 3 epochs
     assert summary["steps"] == 6
+
+
+def test_a_folder_of_only_refused_structures_names_each_reason(tmp_path):
+    """Every input refused (a disordered structure, a file that does not parse): the error names each
+    record and its reason instead of "the config needs modality ...", and leaves no cache behind."""
+    import pytest
+    from pymatgen.core import Lattice, Structure
+
+    cifs = tmp_path / "cifs"
+    cifs.mkdir()
+    Structure(Lattice.cubic(4.0), [{"Na": 0.5, "K": 0.5}, "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]).to(
+        filename=str(cifs / "disordered.cif"))
+    (cifs / "broken.cif").write_text("data_x\n_cell_length_a oops\n")
+    config = load_config("cgcnn")
+    config.data.num_workers = 0
+    with pytest.raises(ValueError, match=r"none of the 2 materials could be used: broken.cif: CIF does not parse.*; disordered: disordered "
+                                         r"structure \(partial occupancy\)"):
+        data_lib.prepare_dataset(config, str(tmp_path / "w"), str(cifs))
+    assert not os.path.exists(data_lib.dataset_dir(config, str(tmp_path / "w"), str(cifs)))
+
+
+def test_an_isolated_atom_is_kept_with_a_warning_in_the_manifest_and_on_screen(tmp_path, capsys):
+    """An atom with no neighbour inside CGCNN's 8 Å cutoff is valid input, but not silently: the
+    record is written and the manifest (and the screen) say which sites are isolated."""
+    from pymatgen.core import Lattice, Structure
+
+    cifs = tmp_path / "cifs"
+    _write_cifs(cifs, [1])
+    Structure(Lattice.cubic(20.0), ["Na", "Cl"], [[0, 0, 0], [0.5, 0, 0]]).to(filename=str(cifs / "gas.cif"))  # 10 Å apart
+    config = load_config("cgcnn")
+    config.data.num_workers = 0
+    ds = data_lib.prepare_dataset(config, str(tmp_path / "w"), str(cifs))
+    assert len(ds) == 2 and ds.manifest.skipped == []
+    (warning,) = ds.manifest.warnings
+    assert warning["id"] == "gas" and "2 of 2 atoms have no neighbour within the 8" in warning["warning"]
+    assert "warning: gas: 2 of 2 atoms" in capsys.readouterr().out
