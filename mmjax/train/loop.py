@@ -157,9 +157,28 @@ def train(system, config: ml_collections.ConfigDict, workdir: str, train_iter,
         return _train_locked(system, config, workdir, train_iter, eval_iter_fn, mesh)
 
 
+def last_logged(path: str) -> tuple[dict, dict]:
+    """The newest ``train/…`` and ``eval/…`` metrics in ``metrics.jsonl`` (``({}, {})`` without
+    them): a resumed run's summary is rebuilt whole from them when it logs nothing itself."""
+    train_row, eval_row = {}, {}
+    if not os.path.exists(path):
+        return train_row, eval_row
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            tr = {k: v for k, v in row.items() if k.startswith("train/")}
+            ev = {k: v for k, v in row.items() if k.startswith("eval/")}
+            train_row, eval_row = tr or train_row, ev or eval_row
+    return train_row, eval_row
+
+
 def drop_rows_after(path: str, step: int) -> int:
     """Remove the ``metrics.jsonl`` rows of steps after ``step`` (logged by a run that was killed
-    after its last checkpoint; the resumed run logs those steps again, identically). Returns the
+    after its last checkpoint; the resumed run logs those steps again, identically) and the
+    ``summary`` event of an earlier finish (the run that finishes writes it again). Returns the
     number removed. The file is rewritten atomically; other rows are kept byte for byte."""
     if not os.path.exists(path):
         return 0
@@ -168,7 +187,10 @@ def drop_rows_after(path: str, step: int) -> int:
     keep = []
     for line in lines:
         try:
-            row_step = int(json.loads(line).get("step", -1))
+            row = json.loads(line)
+            row_step = int(row.get("step", -1))
+            if row.get("event") == "summary":
+                continue
         except (ValueError, AttributeError):
             if not line.endswith("\n"):
                 continue  # the torn last line of a killed run
@@ -309,6 +331,10 @@ def _train_locked(system, config, workdir, train_iter, eval_iter_fn, mesh):
         feed.close()
     progress.close()
     ckpt.close()
+    if start_step > 0 and jax.process_index() == 0:  # resumed: the rows logged before the restart count too
+        logged_train, logged_eval = last_logged(os.path.join(workdir, "metrics.jsonl"))
+        last_train = last_train or logged_train
+        last_eval = last_eval or logged_eval
 
     summary = {
         "steps": total, "start_step": start_step, "final_train": last_train, "final_eval": last_eval,

@@ -305,3 +305,25 @@ def test_predict_and_embed_to_an_output_path_leave_a_read_only_model_folder_alon
         os.chmod(workdir, stat.S_IRWXU)
     assert out.exists() and (tmp_path / "out" / "preds.npz").exists() and (tmp_path / "out" / "emb.npz").exists()
     assert sorted(p.relative_to(workdir).as_posix() for p in workdir.rglob("*")) == before
+
+
+def test_a_resumed_run_rebuilds_its_summary_whole_and_logs_no_duplicate_rows(tmp_path):
+    """Issue 13 item 5: the same command again on a finished workdir (a resume with nothing left
+    to do) keeps the pretrain section and the final metrics, and metrics.jsonl keeps one row per step."""
+    config = tiny_config()
+    with config.unlocked():
+        config.pretrain.steps = 2
+    first = run_train(config, str(tmp_path))
+    again = run_train(config, str(tmp_path))
+    assert again["start_step"] == 3
+    for key in ("final_train", "final_eval", "test"):
+        assert again[key] == pytest.approx(first[key]) and again[key]
+    assert again["pretrain"]["final_train"] == pytest.approx(first["pretrain"]["final_train"])
+    assert again["pretrain"]["final_train"]
+    saved = json.loads((tmp_path / "summary.json").read_text())
+    assert saved["pretrain"]["steps"] == 2 and saved["final_train"]
+    for log in (tmp_path / "metrics.jsonl", tmp_path / "pretrain" / "metrics.jsonl"):
+        rows = [json.loads(line) for line in log.read_text().splitlines()]
+        keys = [(r["step"], r.get("event", ""), min(k.split("/")[0] for k in r if "/" in k) if len(r) > 3 else "")
+                for r in rows]
+        assert len(keys) == len(set(keys)), log
