@@ -46,10 +46,11 @@ def user_errors() -> tuple:
     from mmjax.data.material import RecordError
     from mmjax.train.checkpoint import CheckpointMismatch, NoUsableCheckpoint
     from mmjax.train.loop import ConfigMismatch, TrainingDiverged
+    from mmjax.train.memory import StepTooLarge
     from mmjax.train.workdir_lock import WorkdirBusy
 
     return (ValueError, KeyError, FileNotFoundError, RecordError, CheckpointMismatch, NoUsableCheckpoint,
-            ConfigMismatch, TrainingDiverged, WorkdirBusy)
+            ConfigMismatch, TrainingDiverged, WorkdirBusy, StepTooLarge)
 
 
 def main(argv):

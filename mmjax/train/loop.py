@@ -157,6 +157,21 @@ def train(system, config: ml_collections.ConfigDict, workdir: str, train_iter,
         return _train_locked(system, config, workdir, train_iter, eval_iter_fn, mesh)
 
 
+def preflight_memory(system, eng: dict, config) -> "memory.StepMemory":
+    """`mmjax.train.memory.check_step_memory` for this run's step (raises `StepTooLarge`)."""
+    from mmjax.train import memory
+    from mmjax.train.step import train_step_fn
+
+    mem = memory.step_memory(train_step_fn(system, eng["tx"], eng["schedule"]), eng["abstract"], eng["example"])
+    available, source = memory.available_bytes()
+    cpu = jax.local_devices()[0].platform == "cpu"
+    _info(f"step memory (traced estimate): {mem.peak_bytes / memory.GIB:.2f} GiB"
+          f"{f' of {available / memory.GIB:.1f} GiB available' if available else ''}; largest array {mem.largest_what}")
+    memory.check_step_memory(mem, available, source, state_copies=jax.local_device_count() if cpu else 1,
+                             batch=int(config.data.get("batch_per_device", 0)) or None)
+    return mem
+
+
 def last_logged(path: str) -> tuple[dict, dict]:
     """The newest ``train/…`` and ``eval/…`` metrics in ``metrics.jsonl`` (``({}, {})`` without
     them): a resumed run's summary is rebuilt whole from them when it logs nothing itself."""
@@ -253,6 +268,8 @@ def _train_locked(system, config, workdir, train_iter, eval_iter_fn, mesh):
 
     # With ``data.device_resident`` the dataset's columns are on the devices, only record indices are
     # read here and the step gathers its Batch itself (`mmjax.train.data.device_feed`; same batches).
+    if tc.get("memory_check", True):  # seconds of tracing, before the minutes of compiling
+        preflight_memory(system, eng, config)
     source, put_fn, store = device_feed(train_iter, config, mesh)
     train_step = make_train_step(system, eng["tx"], eng["schedule"], shardings, mesh, store=store)
     eval_step = make_eval_step(system, shardings.params, mesh) if eval_iter_fn is not None else None
