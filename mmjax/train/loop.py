@@ -172,6 +172,23 @@ def preflight_memory(system, eng: dict, config) -> "memory.StepMemory":
     return mem
 
 
+def _last_checkpoint(ckpt) -> str:
+    step = ckpt.latest_step()
+    return f"last checkpoint: step {step} in {ckpt.directory}" if step is not None else "no checkpoint was written yet"
+
+
+def loss_exploded(loss: float, first: float, max_ratio: float) -> str:
+    """The reason when a finite training loss ran away (``|loss| > max_ratio * max(|first|, 1)``,
+    ``first`` = the first logged loss), else ""; ``max_ratio <= 0`` disables the check."""
+    if max_ratio <= 0 or not np.isfinite(loss):
+        return ""
+    limit = max_ratio * max(abs(first), 1.0)
+    if abs(loss) > limit:
+        return (f"the training loss exploded to {loss:.3g} (more than {max_ratio:g} x the first logged loss "
+                f"{first:.3g}; config.train.max_loss_ratio)")
+    return ""
+
+
 def last_logged(path: str) -> tuple[dict, dict]:
     """The newest ``train/…`` and ``eval/…`` metrics in ``metrics.jsonl`` (``({}, {})`` without
     them): a resumed run's summary is rebuilt whole from them when it logs nothing itself."""
@@ -280,6 +297,7 @@ def _train_locked(system, config, workdir, train_iter, eval_iter_fn, mesh):
     thr = Throughput(samples_per_step)
     last_train: dict[str, float] = {}
     last_eval: dict[str, float] = {}
+    loss_ref = None  # the first logged train loss of this process (the divergence check's scale)
     since_rate = 0
 
     # Batches are read and put on the devices `data.prefetch` steps ahead by a thread; the state
@@ -314,12 +332,17 @@ def _train_locked(system, config, workdir, train_iter, eval_iter_fn, mesh):
             if m["bad_step"] >= 0:
                 raise TrainingDiverged(
                     f"loss or gradient became NaN/Inf at step {int(m['bad_step'])} (detected at step {step}); "
-                    f"training stopped, nothing saved after it; last checkpoint: step {ckpt.latest_step()} "
-                    f"in {ckpt.directory}")
+                    f"training stopped, nothing saved after it ({_last_checkpoint(ckpt)})")
             if is_log:
                 rate = thr.rate(since_rate)
                 since_rate = 0
                 last_train = {f"train/{k}": float(v) for k, v in m.items() if k != "bad_step"}
+                loss_ref = last_train["train/loss"] if loss_ref is None else loss_ref
+                exploding = loss_exploded(last_train["train/loss"], loss_ref, float(tc.get("max_loss_ratio", 1e4)))
+                if exploding:
+                    writer.write(step, last_train, event="diverged", message=exploding)
+                    raise TrainingDiverged(f"{exploding} at step {step}; training stopped, nothing saved after it "
+                                           f"({_last_checkpoint(ckpt)}); lower the learning rate or check the data")
                 writer.write(step, {**last_train, "perf/samples_per_s": rate})
                 progress.update(0, loss=last_train["train/loss"], samples_s=rate)
             eval_metrics = None
