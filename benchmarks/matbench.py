@@ -254,6 +254,17 @@ def finished_folds(out: pathlib.Path, settings: dict) -> dict[int, tuple]:
     return done
 
 
+def git_commit() -> str:
+    """The commit of the code that ran (``git rev-parse HEAD`` of this checkout), or "" outside git."""
+    import subprocess
+
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
 def spec_tag(spec) -> str:
     """Short stable name of a FeatureSpec (cache folder suffix)."""
     import hashlib
@@ -535,6 +546,7 @@ def main(argv=None) -> int:
         "folds": fold_runs, "summary": s, "fold_counts": results.fold_counts,
         "reported": [{"model": r.model, "mae": r.value, "std": r.std, "source": r.source} for r in lb + paper],
         "dummy_full_fold_mae": full_dummy.tolist(), "wall_s": round(time.time() - t_start, 1),
+        "code_commit": git_commit(),
     })
     print(f"wrote {out}/results.json.gz, matbench_summary.json, run.json")
     return 0
