@@ -31,6 +31,9 @@ def base_config() -> ml_collections.ConfigDict:
         progress=True,           # tqdm bar on process 0
         init_from="",            # finetune: workdir or checkpoint dir whose params seed matching leaves
         memory_check=True,       # stop before compiling a step that cannot fit (mmjax.train.memory)
+        health="auto",           # representation health of system.embed at each eval (mmjax.train.health):
+                                 # "on" | "off" | "auto" (= on in pretraining stages and label-free runs)
+        health_batches=4,        # eval batches it reads
         max_loss_ratio=1e4,      # stop when |train loss| > this x max(|first logged loss|, 1); 0 = off
         compilation_cache_dir="auto",  # persistent XLA cache: "auto" (~/.cache/mmjax/xla), "" off, or a folder
     ))
@@ -47,5 +50,5 @@ def base_config() -> ml_collections.ConfigDict:
 
 
 # Config keys that may differ between a checkpoint and the resuming run without changing results.
-RESUME_IGNORED_KEYS = ("resume_mismatch", "train.compilation_cache_dir", "train.memory_check", "train.max_loss_ratio", "train.progress", "train.log_every", "data.delay_s", "data.prefetch",
+RESUME_IGNORED_KEYS = ("resume_mismatch", "train.compilation_cache_dir", "train.memory_check", "train.max_loss_ratio", "train.health", "train.health_batches", "train.progress", "train.log_every", "data.delay_s", "data.prefetch",
                       "data.device_resident", "data.device_resident_max_mb")

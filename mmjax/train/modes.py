@@ -50,7 +50,8 @@ from mmjax.train import mesh as mesh_lib
 from mmjax.train.data import _opt, build_iterator, peek
 from mmjax.train.loop import build_engine, evaluate, make_checkpointer, sharded_target, train
 from mmjax.train.model_folder import training_config
-from mmjax.train.step import make_apply_fn, make_eval_step
+from mmjax.train.outputs import collect_outputs
+from mmjax.train.step import make_eval_step
 
 PRETRAIN_DIR = "pretrain"
 
@@ -86,6 +87,8 @@ def stage_config(config: ml_collections.ConfigDict, stage: str, *, init_from: st
             if _has(c.system, "stage"):
                 c.system.stage = "pretrain"
             c.checkpoint.best_metric = ""
+            if c.train.get("health", "auto") == "auto":
+                c.train.health = "on"
         elif stage == "supervised":
             if _has(c.system, "stage"):
                 c.system.stage = "finetune"
@@ -251,47 +254,6 @@ def _restore_params(system, config, workdir, example_host_batch):
         raise FileNotFoundError(f"no checkpoint in {os.path.join(workdir, 'checkpoints')}; train first")
     step, params = restored
     return eng, params, step
-
-
-def collect_outputs(method: Callable, params, params_shardings, mesh, iterator, *,
-                    with_targets: bool = False) -> dict[str, np.ndarray]:
-    """``method(params, batch)`` over a finite iterator; padding slots removed, rows in batch order.
-
-    Returns ``{output name: [n, ...]}`` plus ``ids`` (unicode [n], from ``iterator.last_ids()``
-    when it has them, else running numbers) and, with `with_targets`, ``target/<name>`` and
-    ``target_mask/<name>`` ([n]) of the batches.
-    """
-    apply = make_apply_fn(method, params_shardings, mesh)
-    chunks: dict[str, list] = {}
-    ids: list = []
-    seen = 0
-    for host_batch in iterator:
-        batch = mesh_lib.host_to_global(host_batch, mesh)
-        out = dict(apply(params, batch))
-        out["slot_valid"] = batch["slot_valid"].reshape(-1)
-        if with_targets:
-            for name, t in batch.get("targets", {}).items():
-                out[f"target/{name}"] = t.reshape(-1)
-                out[f"target_mask/{name}"] = batch["target_mask"][name].reshape(-1)
-        if jax.process_count() > 1:
-            from jax.experimental import multihost_utils
-
-            out = multihost_utils.process_allgather(out, tiled=True)
-        out = {k: np.asarray(v) for k, v in jax.device_get(out).items()}
-        n = out["slot_valid"].shape[0]
-        if hasattr(iterator, "last_ids"):
-            ids.append(iterator.last_ids().reshape(-1))
-        else:
-            ids.append(np.array([str(seen + i) for i in range(n)]))
-        seen += n
-        for k, v in out.items():
-            chunks.setdefault(k, []).append(v)
-    if not chunks:
-        raise ValueError("the split yielded no batches")
-    valid = np.concatenate(chunks.pop("slot_valid")).astype(bool)
-    result = {k: np.concatenate(v)[valid] for k, v in chunks.items()}
-    result["ids"] = np.concatenate(ids)[valid].astype(str)
-    return result
 
 
 def target_stats(config, workdir: str) -> dict:
