@@ -213,7 +213,7 @@ def labelled_copy(pre_cfg, cache: pathlib.Path, labels: dict, source: str = "lin
 
 
 SAME_SETTINGS = ("epochs", "steps", "batch_size", "lr", "weight_decay", "patience", "val_fraction", "seed", "system",
-                 "quick", "set", "config", "structures")
+                 "quick", "set", "config", "structures", "control")
 
 
 def reused_folds(folder: pathlib.Path, args, protocol: str) -> dict[int, tuple]:
@@ -225,6 +225,7 @@ def reused_folds(folder: pathlib.Path, args, protocol: str) -> dict[int, tuple]:
     old.setdefault("set", [])  # runs from before --set existed
     old.setdefault("config", "")
     old.setdefault("structures", "labelled")  # runs from before --structures existed
+    old.setdefault("control", False)
     diff = [k for k in SAME_SETTINGS + ("protocol",) if old.get(k) != new.get(k)]
     if diff:
         raise ValueError(f"--reuse-folds {folder}: settings differ ({', '.join(f'{k}: {old.get(k)!r} vs {new.get(k)!r}' for k in diff)})")
@@ -272,10 +273,12 @@ def spec_tag(spec) -> str:
     return hashlib.sha1(json.dumps(spec.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
-def pretrain(protocol: str, config, args, n_devices: int) -> tuple[pathlib.Path, dict, object]:
+def pretrain(protocol: str, config, args, n_devices: int) -> tuple[pathlib.Path | None, dict, object]:
     """Label-free pretraining of ``config`` on every perovskite structure with ``--mode=pretrain``.
 
-    Returns (workdir, info, pretraining config); a workdir whose run finished is reused.
+    Returns (workdir, info, pretraining config); a workdir whose run finished is reused. With
+    ``args.control`` nothing is trained: the same structures are featurised identically (the
+    supervised stage reads the same store) and the workdir is None (random initialisation).
     """
     from mmjax.eval.matbench import pretraining_config
     from mmjax.train.modes import MODES
@@ -317,6 +320,14 @@ def pretrain(protocol: str, config, args, n_devices: int) -> tuple[pathlib.Path,
           f"perovskite structures from {source.name} WITHOUT labels (no target is read: data.targets = ()); "
           f"modalities {tuple(cfg.data.modalities)}; workdir {workdir}")
     t0 = time.time()
+    if args.control:
+        from mmjax.train.data import prepare_dataset
+
+        print("   --control: pretraining SKIPPED; the supervised stage starts from random initialisation "
+              "(same architecture, features, trainable groups and schedule)")
+        prepare_dataset(cfg, None)
+        return None, {"control": True, "skipped": True, "structures": n_structures, "source": str(source),
+                      "how": "same-budget control: no pretraining, random initialisation"}, cfg
     summary_file = workdir / "summary.json"
     done = summary_file.exists() and json.loads(summary_file.read_text()).get("steps") == steps
     summary = json.loads(summary_file.read_text()) if done else MODES["pretrain"](cfg, str(workdir))
@@ -354,6 +365,9 @@ def main(argv=None) -> int:
     ap.add_argument("--pretrain-dir", default="", help="pretraining workdir (reused when finished)")
     ap.add_argument("--pretrain-source", default="all", choices=("all", "labelled"),
                     help="pretraining structures: all 18,928, or the 8,100 with an mbid (CPU budget); no labels either way")
+    ap.add_argument("--control", action="store_true",
+                    help="same-budget control of a protocol: identical architecture, features, trainable groups and "
+                         "supervised schedule, from random initialisation (no pretraining)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="config override before the protocol, e.g. system.vicreg_weight=1.0 (Python literal)")
     ap.add_argument("--reuse-folds", default="",
@@ -370,6 +384,8 @@ def main(argv=None) -> int:
         if not path.exists():
             print(f"{path} not found; nothing to run")
             return 1
+    if args.control and args.protocol == "scratch":
+        ap.error("--control is the from-scratch twin of a pretraining protocol; give --protocol xmopa or multimat")
     if args.quick:
         args.folds, args.steps = [0], args.steps or 200
 
@@ -459,7 +475,8 @@ def main(argv=None) -> int:
     fold_iter = iter(sorted(args.folds))
     reuse = reused_folds(pathlib.Path(args.reuse_folds), args, protocol) if args.reuse_folds else {}
     out = pathlib.Path(args.out or ROOT / "benchmarks" / "results" /
-                       f"{TASK}_{args.system if protocol == 'scratch' else protocol + '_protocol'}{'_quick' if args.quick else ''}")
+                       f"{TASK}_{args.system if protocol == 'scratch' else protocol + '_protocol'}{'_control' if args.control else ''}"
+                       f"{'_quick' if args.quick else ''}")
     settings = fold_settings(args, protocol)
     try:
         resumed = finished_folds(out, settings)

@@ -61,9 +61,9 @@ def estimate_nbytes(assembler, dataset) -> int:
 
 
 def _edge_extras(assembler):
-    from mmjax.data.pipeline import _OPTIONAL_EDGE_KEYS
+    from mmjax.data.schema import OPTIONAL_EDGE_KEYS
 
-    return [_OPTIONAL_EDGE_KEYS[k] for k in assembler.edge_extra]
+    return [(OPTIONAL_EDGE_KEYS[k][0], np.dtype(OPTIONAL_EDGE_KEYS[k][1]).type) for k in assembler.edge_extra]
 
 
 def _with_zero_row(x: np.ndarray) -> np.ndarray:
@@ -201,7 +201,7 @@ class DeviceStore:
         gathering its own rows (``shard_map``)."""
         from jax.sharding import NamedSharding, PartitionSpec as P
 
-        from mmjax.train import mesh as mesh_lib
+        from mmjax import sharding as mesh_lib
 
         rep = NamedSharding(mesh, P())
         arrays = jax.tree.map(lambda x: jax.make_array_from_callback(x.shape, rep, lambda i, x=x: x[i]),
@@ -217,7 +217,7 @@ class DeviceStore:
     def index_put_fn(self, mesh) -> Callable[[dict], dict]:
         """Host ``{"record_index": [n_local_dev, B_dev]}`` -> what a store-fed step takes: the numpy
         array itself on one process (jit's argument path moves it), a global array on several."""
-        from mmjax.train import mesh as mesh_lib
+        from mmjax import sharding as mesh_lib
 
         if jax.process_count() == 1:
             return lambda b: {"record_index": np.asarray(b["record_index"], np.int32)}
@@ -227,7 +227,7 @@ class DeviceStore:
         """``{"record_index": int32 [n_local_dev, B_dev]}`` (host) -> the global Batch on `mesh`,
         sharded ``P("data")`` like `mmjax.train.prefetch.batch_put_fn`'s; one jitted gather per call.
         (The training loop fuses the gather into the step instead: `mmjax.train.step.make_train_step`.)"""
-        from mmjax.train import mesh as mesh_lib
+        from mmjax import sharding as mesh_lib
 
         arrays, gather = self.placed(mesh)
         data = mesh_lib.batch_sharding(mesh)

@@ -41,7 +41,7 @@ PRESENCE_KEYS = {
     "dos": "dos/densities",
     "charge_density": "charge_density",
 }
-_OPTIONAL_EDGE_KEYS = {"crystal/edge_kind": ("edge_kind", np.int8), "crystal/potential": ("potential", np.float32)}
+_OPTIONAL_EDGE_KEYS = {k: (name, np.dtype(dt).type) for k, (name, dt) in S.OPTIONAL_EDGE_KEYS.items()}
 
 
 def index_order(num_records: int, *, seed: int = 0, shuffle: bool = True, num_epochs: int | None = 1) -> grain.MapDataset:

@@ -89,3 +89,7 @@ MAX_ELEMENTS = 8
 # flatten dense modalities to [n_devices * B_per_device, ...] and vmap graph encoders over the
 # device axis; jit + NamedSharding over the mesh axis "data" partitions that leading axis.
 DATA_AXIS = "data"
+
+
+# Optional per-edge store columns of a crystal graph -> (Batch edge field, dtype name) (PotNet's graphs).
+OPTIONAL_EDGE_KEYS = {"crystal/edge_kind": ("edge_kind", "int8"), "crystal/potential": ("potential", "float32")}

@@ -99,7 +99,7 @@ def _encoder_kwargs(config: ml_collections.ConfigDict) -> dict:
 
 
 def _outputs(config) -> dict[str, int]:
-    from mmjax.train.data import config_targets
+    from mmjax.data.spec import config_targets
 
     return task_outputs(config_targets(config))
 

@@ -254,7 +254,7 @@ def make_xxact(config: ml_collections.ConfigDict) -> XxactSystem:
     """Factory: ``config.system.{composition, xrd, fusion}`` (module kwargs), ``mask_ratio``,
     ``temperature_init``, ``learnable_temperature``, ``task_sampling``, ``remat``;
     ``config.objective.terms``; ``config.data.targets``; ``config.train.compute_dtype``."""
-    from mmjax.train.data import config_targets
+    from mmjax.data.spec import config_targets
 
     s = config.system
     dtype = compute_dtype(config)

@@ -33,6 +33,8 @@ import jax
 import ml_collections
 import numpy as np
 
+from mmjax.data.spec import config_targets  # noqa: F401 (re-exported: data/spec.py is its home)
+
 Batch = dict[str, Any]
 log = logging.getLogger(__name__)
 
@@ -163,15 +165,6 @@ def _opt(section, key, default):
 def config_modalities(config) -> tuple[str, ...]:
     """``config.data.modalities`` (empty = every modality the stored dataset has)."""
     return tuple(_opt(_data(config), "modalities", ()) or ())
-
-
-def config_targets(config) -> tuple[str, ...]:
-    """Target names a run batches: ``config.data.targets``, else the keys of ``config.system.targets``."""
-    names = tuple(_opt(_data(config), "targets", ()) or ())
-    if not names and "targets" in config.system and config.system.targets is not None:
-        t = config.system.targets
-        names = tuple(t.keys() if hasattr(t, "keys") else t)
-    return names
 
 
 def _element_table_of(config) -> str:

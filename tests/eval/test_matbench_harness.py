@@ -1,0 +1,49 @@
+"""`benchmarks/matbench.py`'s data and resume logic: the 14,946 linked perovskite rows (real data,
+skipped without ../shared) and per-fold resume that refuses folds of other settings."""
+
+import importlib.util
+import json
+import pathlib
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def _harness():
+    spec = importlib.util.spec_from_file_location("bench_matbench", ROOT / "benchmarks" / "matbench.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_linked_items_are_the_links_file_with_matbench_labels(shared_data):
+    from mmjax.eval.matbench import load_matbench_labels
+
+    mb = _harness()
+    labels = load_matbench_labels(mb.LABELS)
+    items = mb.structure_items(labels, source="links")
+    assert len(items) == 14946 and len({i[0] for i in items}) == 14946
+    row_of = {m: i for i, m in enumerate(labels["ids"])}
+    rows = [row_of[i[0]] for i in items]
+    assert rows == sorted(rows)  # Matbench row order
+    assert all(i[2]["e_form"] == float(labels["targets"][r]) for i, r in zip(items[:500], rows[:500]))
+    assert items[0][1].lstrip().startswith("System") or "_cell_length_a" in items[0][1]  # POSCAR / CIF text
+    energy = mb.structure_items(labels, source="labelled")
+    assert len(energy) == 8100 and {i[0] for i in energy} <= {i[0] for i in items}
+    with pytest.raises(ValueError, match="structures must be"):
+        mb.mbid_links("other")
+
+
+def test_finished_folds_resume_and_refuse_other_settings(tmp_path):
+    mb = _harness()
+    settings = {"epochs": 60, "lr": 5e-3, "protocol": "scratch"}
+    (tmp_path / "folds").mkdir()
+    record = {"fold": 2, "settings": settings, "run": {"mae": 0.05}, "params": {"best_step": 9},
+              "predictions": {"mb-perovskites-00001": 1.0}}
+    (tmp_path / "folds" / "fold_2.json").write_text(json.dumps(record))
+    done = mb.finished_folds(tmp_path, settings)
+    assert list(done) == [2] and done[2][0] == {"mb-perovskites-00001": 1.0} and done[2][1]["mae"] == 0.05
+    with pytest.raises(ValueError, match=r"fold_2.json was written with other settings \(lr: 0.005 vs 0.001\)"):
+        mb.finished_folds(tmp_path, dict(settings, lr=1e-3))
+    assert mb.finished_folds(tmp_path / "none", settings) == {}
