@@ -548,10 +548,12 @@ def main(argv=None) -> int:
     paper = reported(table="xmopa_table1", task=TASK, model="X-MoPA") if protocol == "xmopa" else []
     for r in paper:
         print(f"X-MoPA paper (Table 1, full task, paper-size model + MatSciBERT text): {r.value} {r.unit}")
-    if pre_info is not None:
+    if pre_info is not None and pre_info.get("control"):
+        print("control: no pretraining (random initialisation, same architecture, features and schedule)")
+    elif pre_info is not None:
         print(f"pretraining: {pre_info['steps']} steps x {pre_info['batch']} on {pre_info['structures']} structures "
               f"without labels, {pre_info['wall_s']:.0f} s{' (reused)' if pre_info['reused'] else ''}")
-    print(f"ours: {protocol} protocol, {args.system} on the {int(available.sum())} rows with structures, folds {sorted(fold_runs)}: "
+    print(f"ours: {protocol} protocol{' CONTROL (no pretraining)' if args.control else ''}, {args.system} on the {int(available.sum())} rows with structures, folds {sorted(fold_runs)}: "
           f"{s['mae']['mean']:.4f} ± {s['mae']['std']:.4f}; total {time.time() - t_start:.0f} s")
     write_json(out / "run.json", {
         "task": TASK, "protocol": protocol, "protocol_description": PROTOCOLS[protocol], "pretraining": pre_info,
