@@ -7,16 +7,18 @@
     python benchmarks/matbench.py --protocol xmopa --folds 0      # X-MoPA: pretrain, frozen encoders + heads
     python benchmarks/matbench.py --protocol multimat --folds 0   # MultiMat: pretrain, fine-tune crystal + linear
     python benchmarks/matbench.py --protocol xmopa --quick        # smoke test of a protocol (~2-4 min)
+    python benchmarks/matbench.py --protocol multimat --control   # same-budget control: no pretraining
 
-Offline data: Matbench ships labels but no structures (../shared/data/matbench). The labelled
-Castelli perovskites (../shared/data/perovskites/labelled.csv.gz) that carry an ``mbid`` (8,100 of
-the task's 18,928 rows) are tied to their Matbench row, so each row keeps its **official** fold
+Offline data: Matbench ships labels but no structures (../shared/data/matbench). The perovskite
+structures of ../shared/data/perovskites/structures_all.json.gz tied to a Matbench row by
+``matbench_links.csv.gz`` (14,946 of the task's 18,928 rows; ``--structures labelled``: only the
+8,100 energy-verified links of labelled.csv.gz) keep their row, so each row keeps its **official** fold
 (`mmjax.data.matbench_folds` over the rows in file order). For each fold the model trains on the
 fold's training rows that have a structure (a nested 10 % validation split drawn from the training
 rows only, `mmjax.eval.matbench.fold_splits`, used for early stopping) and predicts the fold's test
 rows that have a structure; the table says how many rows were available. Target: Matbench
 ``e_form`` (eV per 5-atom cell), the row's Matbench value. Scores on this subset are not the
-leaderboard's full-task scores (about 43 % of the rows; fewer training rows than the leaderboard
+leaderboard's full-task scores (about 79 % of the rows with links, 43 % with --structures labelled; fewer training rows than the leaderboard
 models had).
 
 Featurisation runs once into ``--cache`` (default runs/bench_cache/matbench_perovskites/<modalities>):
