@@ -76,10 +76,16 @@ def evaluate(eval_step: Callable, params: PyTree, batches: Iterable, mesh, rng: 
     weighs what its samples weigh and the result equals the mean over the whole split."""
     sums, n = None, 0.0
     for host_batch in batches:
+        # every process runs every batch (the step is one collective program); the weight is the
+        # batch's global count of real samples, summed over the processes' local rows
         w = float(np.asarray(host_batch["slot_valid"]).sum())
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            w = float(np.sum(multihost_utils.process_allgather(np.asarray(w, np.float64))))
+        m = jax.device_get(eval_step(params, mesh_lib.host_to_global(host_batch, mesh), rng))
         if w == 0:
             continue
-        m = jax.device_get(eval_step(params, mesh_lib.host_to_global(host_batch, mesh), rng))
         m = {k: float(v) * w for k, v in m.items()}
         sums = m if sums is None else {k: sums[k] + m[k] for k in sums}
         n += w
