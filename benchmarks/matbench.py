@@ -18,8 +18,8 @@ fold's training rows that have a structure (a nested 10 % validation split drawn
 rows only, `mmjax.eval.matbench.fold_splits`, used for early stopping) and predicts the fold's test
 rows that have a structure; the table says how many rows were available. Target: Matbench
 ``e_form`` (eV per 5-atom cell), the row's Matbench value. Scores on this subset are not the
-leaderboard's full-task scores (about 79 % of the rows with links, 43 % with --structures labelled; fewer training rows than the leaderboard
-models had).
+leaderboard's full-task scores (about 79 % of the rows with links, 43 % with --structures labelled;
+fewer training rows than the leaderboard models had).
 
 Featurisation runs once into ``--cache`` (default runs/bench_cache/matbench_perovskites/<modalities>):
 CGCNN graphs (8 Å, 12 neighbours), plus XRD / composition only when the system's config asks for
@@ -112,12 +112,10 @@ def mbid_links(source: str) -> dict[str, str]:
     or the 8,100 energy-verified mbids of ``labelled.csv.gz`` (``"labelled"``; a subset of the links)."""
     import pandas as pd
 
-    if source == "links":
-        frame = pd.read_csv(LINKS, usecols=["material_id", "mbid"], dtype=str, keep_default_na=False)
-    elif source == "labelled":
-        frame = pd.read_csv(STRUCTURES, usecols=["material_id", "mbid"], dtype=str, keep_default_na=False)
-    else:
+    files = {"links": LINKS, "labelled": STRUCTURES}
+    if source not in files:
         raise ValueError(f"structures must be 'links' or 'labelled', got {source!r}")
+    frame = pd.read_csv(files[source], usecols=["material_id", "mbid"], dtype=str, keep_default_na=False)
     return {m: b for m, b in zip(frame["material_id"], frame["mbid"]) if b}
 
 
@@ -223,7 +221,7 @@ def reused_folds(folder: pathlib.Path, args, protocol: str) -> dict[int, tuple]:
     whose settings (`SAME_SETTINGS`, protocol) equal this one's; raises naming the first difference."""
     run = json.loads((folder / "run.json").read_text())
     old = dict(run["settings"], protocol=run.get("protocol", "scratch"))
-    new = dict(vars(args), protocol=protocol)
+    new = fold_settings(args, protocol)
     old.setdefault("set", [])  # runs from before --set existed
     old.setdefault("config", "")
     old.setdefault("structures", "labelled")  # runs from before --structures existed

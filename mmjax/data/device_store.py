@@ -63,7 +63,7 @@ def estimate_nbytes(assembler, dataset) -> int:
 def _edge_extras(assembler):
     from mmjax.data.schema import OPTIONAL_EDGE_KEYS
 
-    return [(OPTIONAL_EDGE_KEYS[k][0], np.dtype(OPTIONAL_EDGE_KEYS[k][1]).type) for k in assembler.edge_extra]
+    return [OPTIONAL_EDGE_KEYS[k] for k in assembler.edge_extra]
 
 
 def _with_zero_row(x: np.ndarray) -> np.ndarray:

@@ -441,5 +441,5 @@ def featurize_dataset(
     info = store.provenance(spec.to_dict(), sources, command)
     info["seconds"] = round(time.perf_counter() - t0, 3)
     info["num_workers"] = num_workers
-    return store.finish_manifest(out, writer, skipped=skipped, warnings=warned, num_input=len(items) + len(read_errors), shard_index=shard_index,
-                                 num_shards=num_shards, grids=grids, provenance_info=info)
+    return store.finish_manifest(out, writer, skipped=skipped, warnings=warned, num_input=len(items) + len(read_errors),
+                                 shard_index=shard_index, num_shards=num_shards, grids=grids, provenance_info=info)

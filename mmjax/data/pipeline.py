@@ -41,7 +41,7 @@ PRESENCE_KEYS = {
     "dos": "dos/densities",
     "charge_density": "charge_density",
 }
-_OPTIONAL_EDGE_KEYS = {k: (name, np.dtype(dt).type) for k, (name, dt) in S.OPTIONAL_EDGE_KEYS.items()}
+_OPTIONAL_EDGE_KEYS = S.OPTIONAL_EDGE_KEYS
 
 
 def index_order(num_records: int, *, seed: int = 0, shuffle: bool = True, num_epochs: int | None = 1) -> grain.MapDataset:

@@ -62,6 +62,8 @@ axis [n_devices, ...] (each device's micro-batch packed to the same budgets).
 
 from __future__ import annotations
 
+import numpy as np
+
 MODALITIES = ("crystal", "composition", "xrd", "text", "dos", "charge_density")
 
 CRYSTAL_SYSTEMS = (
@@ -91,5 +93,5 @@ MAX_ELEMENTS = 8
 DATA_AXIS = "data"
 
 
-# Optional per-edge store columns of a crystal graph -> (Batch edge field, dtype name) (PotNet's graphs).
-OPTIONAL_EDGE_KEYS = {"crystal/edge_kind": ("edge_kind", "int8"), "crystal/potential": ("potential", "float32")}
+# Optional per-edge store columns of a crystal graph -> (Batch edge field, dtype) (PotNet's graphs).
+OPTIONAL_EDGE_KEYS = {"crystal/edge_kind": ("edge_kind", np.int8), "crystal/potential": ("potential", np.float32)}

@@ -163,7 +163,7 @@ def train(system, config: ml_collections.ConfigDict, workdir: str, train_iter,
         return _train_locked(system, config, workdir, train_iter, eval_iter_fn, mesh)
 
 
-def preflight_memory(system, eng: dict, config) -> "memory.StepMemory":
+def preflight_memory(system, eng: dict, config):
     """`mmjax.train.memory.check_step_memory` for this run's step (raises `StepTooLarge`)."""
     from mmjax.train import memory
     from mmjax.train.step import train_step_fn
@@ -200,7 +200,7 @@ def write_health(system, params, params_shardings, mesh, eval_iter_fn, writer, s
 
     try:
         out = collect_outputs(system.embed, params, params_shardings, mesh,
-                              itertools.islice(iter(eval_iter_fn()), max(1, batches)))
+                              itertools.islice(eval_iter_fn(), max(1, batches)))
     except NotImplementedError:
         return False
     emb = {k: v for k, v in out.items() if k != "ids" and np.asarray(v).ndim == 2

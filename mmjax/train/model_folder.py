@@ -24,6 +24,8 @@ from typing import Any, Mapping
 
 import ml_collections
 
+from mmjax.train.loop import _flatten, config_json
+
 # Dotted prefixes of the keys that define the trained model (its parameters and its inputs).
 MODEL_KEYS = ("system", "data.modalities", "data.targets", "data.features", "data.text_model", "data.text_pooling",
               "data.normalize_targets")
@@ -32,16 +34,6 @@ DATA_PREFIX = "data."
 
 class ModelOverride(ValueError):
     """A command-line override would change the model stored in the workdir."""
-
-
-def _flatten(d: Mapping, prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, Mapping) and v:
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def _is_model_key(key: str) -> bool:
@@ -58,11 +50,10 @@ def _tuples(v):
 
 
 def _plain(v):
+    """An override value as the stored JSON has it (tuples -> lists, ConfigDicts -> dicts)."""
     if isinstance(v, (list, tuple)):
         return [_plain(x) for x in v]
-    if isinstance(v, ml_collections.ConfigDict):
-        return {k: _plain(x) for k, x in v.items()}
-    if isinstance(v, dict):
+    if isinstance(v, (dict, ml_collections.ConfigDict)):
         return {k: _plain(x) for k, x in v.items()}
     return v
 
@@ -106,9 +97,8 @@ def training_config(config: ml_collections.ConfigDict, workdir: str,
         raise ModelOverride("these overrides change the trained model: " + "; ".join(refused)
                             + ". Drop them (predict / embed / evaluate read the model from the workdir), "
                             "or train a new model in another --workdir")
-    given = _flatten(_plain(config.to_dict()))
+    given = _flatten(config_json(config))
     c = copy.deepcopy(config)
-    taken = []
     with c.unlocked():
         # Subtrees are replaced whole, so a model trained with another system's config rebuilds exactly.
         for top in ("system", "data"):
@@ -127,7 +117,7 @@ def training_config(config: ml_collections.ConfigDict, workdir: str,
                     node = node[p]
                 node[leaf] = value
             c[top] = section
-        now = _flatten(_plain(c.to_dict()))
+        now = _flatten(config_json(c))
         taken = sorted(k for k in set(now) | set(given)
                        if (k.startswith("system.") or k.startswith(DATA_PREFIX)) and now.get(k) != given.get(k))
     if taken and log is not None:
