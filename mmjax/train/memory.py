@@ -5,7 +5,8 @@ program creates — forward, backward and optimiser update, inside scans and nes
 
 * ``peak_bytes``: the inputs plus the most bytes alive at once when the program runs in order,
   each array freed after its last use (`_peak`). XLA fuses elementwise chains (fewer arrays) but
-  also keeps buffers for its own schedule; measured 2026-12-02 on CPU, XLA's compiled peak
+  also keeps buffers for its own schedule; measured 2026-12-02 on CPU with
+  ``benchmarks/memory_estimate.py``, XLA's compiled peak
   (``memory_analysis()``: temp + arguments + outputs) was 0.94x ... 1.76x of this estimate
   (``configs/xxact.py:small`` 19.1 MB vs 20.3 MB estimated; ``configs/cgcnn.py`` 275 MB vs 170 MB;
   the paper-size ``configs/xxact.py`` pretraining step asked for 141.7 GB in its out-of-memory
