@@ -6,6 +6,7 @@ environment (see `mmjax.train.mesh.distributed_settings` and ``launch/``).
 """
 
 import sys
+import warnings
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -53,6 +54,13 @@ def user_errors() -> tuple:
             ConfigMismatch, TrainingDiverged, WorkdirBusy, StepTooLarge)
 
 
+def one_line_warning(message, category, filename, lineno, file=None, line=None):
+    """`warnings.showwarning` for the CLI: ``warning: <message>`` on one line (no source line);
+    ``--verbosity=1`` keeps Python's format."""
+    text = " ".join(str(message).split())
+    print(f"warning: {text}", file=file or sys.stderr)
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -61,6 +69,8 @@ def main(argv):
     verbose = flags.FLAGS["verbosity"].present and flags.FLAGS.verbosity >= 1
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+    if not verbose:
+        warnings.showwarning = one_line_warning
     from mmjax.train.mesh import initialize_distributed
 
     try:

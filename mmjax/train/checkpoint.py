@@ -18,9 +18,11 @@ skipped with a warning and left where it is.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import shutil
+import sys
 import warnings
 from typing import Any
 
@@ -187,15 +189,17 @@ class Checkpointer:
             return None
         for step in reversed(steps):
             try:
-                saved = self.saved_tree(step)
+                with _async_noise_dropped():
+                    saved = self.saved_tree(step)
             except Exception as err:  # orbax / tensorstore raise many types for damaged files
-                self._unreadable(step, err, read_only)
+                self._unreadable(step, "its metadata", err, read_only)
                 continue
             check(step, saved)
             try:
-                return load(step)
+                with _async_noise_dropped():
+                    return load(step)
             except Exception as err:  # orbax / tensorstore raise many types for damaged files
-                self._unreadable(step, err, read_only)
+                self._unreadable(step, "its array data", err, read_only)
         raise NoUsableCheckpoint(f"no checkpoint in {self.directory} could be restored (tried steps {steps})")
 
     def _check_params(self, step: int, saved: PyTree, wanted: PyTree, extra: list[str] | None = None) -> None:
@@ -206,24 +210,20 @@ class Checkpointer:
                 + "; ".join(diffs) + ". Run with the training run's config (and overrides) or another "
                 "--workdir; nothing was moved.")
 
-    def _unreadable(self, step: int, err: Exception, read_only: bool) -> None:
-        if not read_only:
-            self._quarantine(step, err)
-            return
-        msg = (f"checkpoint step {step} at {os.path.join(self.directory, str(step))} is unreadable "
-               f"({type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''}); left in place "
-               "(read-only mode), trying the previous checkpoint")
-        warnings.warn(msg, RuntimeWarning, stacklevel=3)
-        log.warning(msg)
-
-    def _quarantine(self, step: int, err: Exception) -> None:
+    def _unreadable(self, step: int, what: str, err: Exception, read_only: bool) -> None:
+        """One warning naming the step, the part that failed (metadata / array data) and the first
+        line of the error; the step is moved aside (or, ``read_only``, left in place)."""
         src = os.path.join(self.directory, str(step))
-        dst_root = self.directory.rstrip("/") + "_corrupt"
-        dst = os.path.join(dst_root, str(step))
-        first = str(err).splitlines()[0][:160] if str(err) else ""
-        msg = f"checkpoint step {step} at {src} is unreadable ({type(err).__name__}: {first}); moved to {dst}, falling back to the previous checkpoint"
-        warnings.warn(msg, RuntimeWarning, stacklevel=3)
-        log.warning(msg)
+        dst = os.path.join(self.directory.rstrip("/") + "_corrupt", str(step))
+        then = ("left in place (read-only mode), trying the previous checkpoint" if read_only
+                else f"moved to {dst}, falling back to the previous checkpoint")
+        warnings.warn(f"checkpoint step {step} at {src} is unreadable: {what} failed to read "
+                      f"({_first_line(err)}); {then}", RuntimeWarning, stacklevel=3)
+        if not read_only:
+            self._quarantine(step, src, dst)
+
+    def _quarantine(self, step: int, src: str, dst: str) -> None:
+        dst_root = os.path.dirname(dst)
         if jax.process_index() == 0:
             os.makedirs(dst_root, exist_ok=True)
             if os.path.exists(dst):
@@ -246,6 +246,78 @@ class Checkpointer:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _first_line(err: Exception) -> str:
+    """``Type: first line`` of an orbax / tensorstore error, without TensorStore's spec dump."""
+    text = str(err).split("See full TensorStore details")[0].strip()
+    if isinstance(err, AttributeError) and "NoneType" in text:  # orbax: no metadata file parsed
+        text = "metadata file missing or empty"
+    first = text.splitlines()[0][:160].rstrip(" .") if text else ""
+    return f"{type(err).__name__}: {first}" if first else type(err).__name__
+
+
+def _is_async_noise(unraisable) -> bool:
+    """An unraisable exception left behind by an aborted tensorstore read: orbax's read
+    coroutines collected with their error, or tensorstore callbacks into its closed event loop."""
+    exc, obj = unraisable.exc_value, unraisable.object
+    if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed":
+        return True
+    code = getattr(obj, "cr_code", None)
+    return code is not None and "orbax" in code.co_filename
+
+
+class _async_noise_dropped:
+    """While reading a checkpoint, and for the garbage of a failed read, drop the thousands of
+    lines of unraisable tracebacks (`_is_async_noise`) an aborted tensorstore read prints to stderr;
+    other unraisable exceptions still reach the previous hook. The read's own error still raises."""
+
+    def __enter__(self):
+        self._prev = sys.unraisablehook
+        prev = self._prev
+
+        def hook(unraisable):
+            if not _is_async_noise(unraisable):
+                prev(unraisable)
+
+        sys.unraisablehook = hook
+
+    def __exit__(self, exc_type, *exc):
+        if exc_type is not None:
+            gc.collect()  # the failed read's coroutines, while the filter is on
+        sys.unraisablehook = self._prev
+        if exc_type is not None:
+            _drop_late_loop_closed()
+
+
+def _drop_late_loop_closed() -> None:
+    """After a failed read, tensorstore threads still call back into orbax's closed event loop for
+    a while; from then on this process drops exactly those ("Event loop is closed") unraisables."""
+    prev = sys.unraisablehook
+    if getattr(prev, "_mmjax_loop_closed_filter", False):
+        return
+
+    def hook(unraisable):
+        exc = unraisable.exc_value
+        if not (isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed"):
+            prev(unraisable)
+
+    hook._mmjax_loop_closed_filter = True
+    sys.unraisablehook = hook
+    logging.getLogger("asyncio").addFilter(_orbax_task_errors)
+
+
+def _orbax_task_errors(record: logging.LogRecord) -> bool:
+    """asyncio's "... exception was never retrieved" for orbax's aborted read tasks: dropped."""
+    text = record.getMessage()
+    if "exception was never retrieved" not in text:
+        return True
+    tb = record.exc_info[2] if record.exc_info else None
+    while tb is not None:
+        if "orbax" in tb.tb_frame.f_code.co_filename:
+            return False
+        tb = tb.tb_next
+    return "orbax/checkpoint" not in text and "TensorStore" not in text
 
 
 _cpu_handler_installed = False

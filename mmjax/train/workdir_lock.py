@@ -65,6 +65,9 @@ class WorkdirLock:
 
     def __exit__(self, *exc):
         if self._fh is not None:
+            self._fh.seek(0)
+            self._fh.truncate()  # a clean exit leaves no holder behind (only a killed run does)
+            self._fh.flush()
             fcntl.flock(self._fh.fileno(), fcntl.LOCK_UN)
             self._fh.close()
             self._fh = None

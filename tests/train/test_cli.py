@@ -123,6 +123,33 @@ def test_killed_run_resumes_to_the_same_parameters(reference, tmp_path):
     assert "cleared the stale lock of dead process" in out.stdout
 
 
+def test_damaged_latest_checkpoint_is_one_warning_line_and_resumes_from_the_previous(reference, tmp_path):
+    """The array files of the newest step truncated (a disk filled mid-copy): the resumed run says
+    so in one line, naming the step, moves it aside, resumes from the step before and ends with the
+    reference's parameters. None of tensorstore's aborted-read tracebacks (thousands of lines of
+    "Event loop is closed" / "Task exception was never retrieved") reach the terminal."""
+    import shutil
+
+    work = tmp_path / "run"
+    shutil.copytree(reference, work)
+    assert (work / "checkpoints" / "25").is_dir()
+    data = [f for f in (work / "checkpoints" / "30" / "state").rglob("*")
+            if f.is_file() and f.parent.name == "d" and f.parent.parent.name.startswith("ocdbt.process")]
+    assert data
+    for f in data:
+        f.write_bytes(f.read_bytes()[: len(f.read_bytes()) // 3])
+    out = subprocess.run(cli(work), cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    warned = [line for line in out.stderr.splitlines() if line.startswith("warning: checkpoint step 30 ")]
+    assert len(warned) == 1 and "its array data failed to read" in warned[0], out.stderr[-3000:]
+    for noise in ("Traceback", "Event loop is closed", "never retrieved", "TensorStore({"):
+        assert noise not in out.stderr, out.stderr[-3000:]
+    assert len(out.stderr.splitlines()) < 10, out.stderr[-3000:]
+    assert "resumed from step 25" in out.stdout or "resumed from" in out.stdout
+    assert (tmp_path / "run" / "checkpoints_corrupt" / "30").is_dir()
+    assert_same_params(reference, work)
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("localhost", 0))

@@ -27,6 +27,15 @@ def test_stale_lock_of_a_dead_process_is_cleared_with_a_message(tmp_path, capsys
     assert "cleared the stale lock of dead process 999999999" in capsys.readouterr().out
 
 
+def test_a_cleanly_finished_run_leaves_no_stale_lock_message(tmp_path, capsys):
+    with WorkdirLock(str(tmp_path)):
+        assert f"pid={os.getpid()} " in (tmp_path / LOCK_NAME).read_text()
+    assert (tmp_path / LOCK_NAME).read_text() == ""
+    with WorkdirLock(str(tmp_path)):
+        pass
+    assert "stale lock" not in capsys.readouterr().out
+
+
 def test_drop_rows_after_keeps_earlier_rows_verbatim(tmp_path):
     path = tmp_path / "metrics.jsonl"
     rows = [json.dumps({"step": s, "train/loss": 1.0 / s}) for s in (5, 10, 15, 20)]
