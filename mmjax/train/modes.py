@@ -147,6 +147,7 @@ def run_train(config: ml_collections.ConfigDict, workdir: str, input_path: str |
     init_from = None
     if _pretrain_steps(config) > 0:
         pre_dir = os.path.join(workdir, PRETRAIN_DIR)
+        _refuse_pretraining_after_the_fact(config, workdir, pre_dir)
         # the featurised cache (<workdir>/data) is shared by both stages
         _, _, pre_summary = _train_stage(pretrain_config(config, workdir, input_path), pre_dir, input_path, workdir)
         init_from = config.train.init_from or pre_dir
@@ -160,6 +161,22 @@ def run_train(config: ml_collections.ConfigDict, workdir: str, input_path: str |
     _write_summary(workdir, summary)
     _print_summary(summary)
     return summary
+
+
+def _refuse_pretraining_after_the_fact(config, workdir: str, pre_dir: str) -> None:
+    """Before any work: supervised checkpoints in `workdir` with no pretraining stage beside them
+    were trained without this config's pretraining, so the supervised stage would refuse to resume
+    (`ConfigMismatch`) only after pretraining had run. Say so now, naming the key."""
+    if config.resume_mismatch:
+        return
+    has = lambda d: os.path.isdir(d) and any(n.isdigit() for n in os.listdir(d))  # noqa: E731
+    if has(os.path.join(workdir, "checkpoints")) and not has(os.path.join(pre_dir, "checkpoints")):
+        from mmjax.train.loop import ConfigMismatch
+
+        raise ConfigMismatch(
+            f"{workdir} holds checkpoints of a run without a pretraining stage, and this config pretrains "
+            f"(pretrain.steps={_pretrain_steps(config)}). Use another --workdir, pass --config.pretrain.steps=0 "
+            "to resume it, or --config.resume_mismatch=True to resume anyway.")
 
 
 def run_pretrain(config: ml_collections.ConfigDict, workdir: str, input_path: str | None = None) -> dict:

@@ -1,6 +1,7 @@
 """Modes end to end on the embedded default (tiny XxaCT-NN): featurise cache, train, probe,
 evaluate, predict / embed with ids, and a dataset lacking a modality the config needs."""
 
+import copy
 import csv
 import json
 import sys
@@ -327,3 +328,18 @@ def test_a_resumed_run_rebuilds_its_summary_whole_and_logs_no_duplicate_rows(tmp
         keys = [(r["step"], r.get("event", ""), min(k.split("/")[0] for k in r if "/" in k) if len(r) > 3 else "")
                 for r in rows]
         assert len(keys) == len(set(keys)), log
+
+
+def test_pretraining_config_on_a_workdir_trained_without_it_is_refused_before_any_work(trained):
+    """Supervised checkpoints without a pretraining stage beside them: a config that pretrains is
+    refused at once (before the pretraining stage would run and the supervised stage refuse)."""
+    from mmjax.train.loop import ConfigMismatch
+
+    config, workdir, _ = trained
+    before = sorted(p.relative_to(workdir).as_posix() for p in workdir.rglob("*"))
+    other = copy.deepcopy(config)
+    with other.unlocked():
+        other.pretrain.steps = 2
+    with pytest.raises(ConfigMismatch, match=r"without a pretraining stage.*pretrain.steps=2"):
+        run_train(other, str(workdir))
+    assert sorted(p.relative_to(workdir).as_posix() for p in workdir.rglob("*")) == before
