@@ -12,30 +12,32 @@ overrides 40). Each task writes ``--out``/crabnet_paper_<task>/ as it goes: ``pr
 line per epoch), then ``test_predictions.csv`` (formula,target,prediction,sigma; one row per test
 formula, file order) and ``run.json`` (settings, epochs, wall time, hardware, command, our MAE beside
 the paper's). A task whose run.json says ``"complete": true`` is skipped, so re-running the same
-command resumes a partly finished set of tasks (a task cut off mid-way starts again).
+command resumes a partly finished set of tasks; a task cut off mid-way continues after its last
+finished epoch from ``resume/`` (a checkpoint per epoch: train state, SWA state, data position;
+refused naming the key if the settings changed) and ends with the uninterrupted run's result.
 Element slots: the largest element count among the task's formulas (CrabNet's "infer").
 
 Data: ../shared/data/crabnet_benchmarks/<task>/{train,val,test}.csv.gz (columns formula, target),
 read with `mmjax.data.sources.read_csv` and featurised once (composition EDM: element indices +
 fractions) into ``--cache`` (default runs/bench_cache/crabnet/<task>), reused by later runs.
-Protocol: train on train, early-stop on val (validation MAE every epoch, best parameters kept),
-report the test MAE beside CrabNet's reported test MAE (`benchmarks/reported.py`, table
-``crabnet_table2``). Targets are normalised with the training rows' mean / std.
+Without ``--paper-recipe`` (our own simpler protocol, the earlier rows): train on train, early-stop on
+val (validation MAE every epoch, best parameters kept), report the test MAE beside CrabNet's
+reported test MAE (`benchmarks/reported.py`, table ``crabnet_table2``). Targets are normalised
+with the training rows' mean / std.
 
-Model: ``configs/crabnet.py`` (paper size: d_model 512, 3 layers, 4 heads, FFN 2048, head
-[1024, 512, 256, 128]) unless ``--small``: d_model 64, 3 layers, 4 heads, FFN 256, 64-d learned
-element vectors, dropout 0.1, head [128, 64] (~0.06 s per step of 128 on one busy CPU core, so
-150 epochs of a 3.4k-row task take about 5 minutes). ``--quick``: 300 / 100 / 100 rows, a tiny model, 150 steps.
-Optimiser: AdamW (weight decay 0.01), linear warm-up over 5 % of the steps to ``--lr``, cosine to
-1 % of it, global-norm clipping 1.0, batch ``--batch-size``.
+Model: ``configs/crabnet.py`` (paper size: d_model 512, 3 layers, 4 heads, FFN 2048, mat2vec
+element vectors, head [1024, 512, 256, 128], RobustL1) unless ``--small``: d_model 64, 3 layers,
+4 heads, FFN 256, 64-d learned element vectors, dropout 0.1, head [128, 64], MSE (~0.06 s per
+step of 128 on one busy CPU core, so 150 epochs of a 3.4k-row task take about 5 minutes).
+``--quick``: 300 / 100 / 100 rows, a tiny model, 150 steps.
+Optimiser of this protocol: AdamW (weight decay 0.01), linear warm-up over 5 % of the steps to
+``--lr``, cosine to 1 % of it, global-norm clipping 1.0, batch ``--batch-size`` (the
+``--paper-recipe`` uses CrabNet's Lamb + Lookahead and CyclicLR instead).
 ``--element-table cgcnn92`` feeds the fixed 92-d CGCNN element descriptors (row = Z) to the
-encoder instead of learned element vectors (mat2vec, CrabNet's default, is not shipped).
-Deviations from CrabNet (see configs/crabnet.py): no mat2vec element vectors,
-MSE loss instead of RobustL1 with an uncertainty output, AdamW instead of Lamb + Lookahead.
+encoder instead of the config's element vectors.
 
 ``--d-model d`` widens the small model (FFN 4d, element vectors d, head [2d, d]); ``--tag`` names the
-result file apart from earlier runs. No 200-d mat2vec-like table exists in the repository (the
-fixed tables are cgcnn92 and onehot), and the loss is the systems' MSE (no RobustL1 option).
+result file apart from earlier runs.
 
 Output: a table on stdout and ``--out``/crabnet_<task>[_<element-table>][_<tag>].json (settings, counts, hardware, wall time,
 our MAE, the reported MAE, the train-mean baseline MAE, the validation curve).
@@ -48,6 +50,7 @@ import importlib.util
 import json
 import math
 import pathlib
+import shutil
 import sys
 import time
 
@@ -189,9 +192,8 @@ def run_paper_recipe(task: str, args, hardware: dict, command: str) -> dict | No
         print(f"== {task}: {done} is complete; skipped")
         return json.loads(done.read_text())
     out.mkdir(parents=True, exist_ok=True)
-    progress = out / "progress.jsonl"
-    if progress.exists():
-        progress.unlink()  # a cut-off attempt of this task restarts from scratch (this file is ours)
+    progress = out / "progress.jsonl"  # rewritten from the resumed history (this file is ours)
+    resume = out / "resume"  # a checkpoint after every epoch (gitignored; removed once run.json is written)
     t0 = time.time()
     m = max_elements_of(task)
     cache = pathlib.Path(args.cache or ROOT / "runs" / "bench_cache" / "crabnet" /
@@ -205,7 +207,8 @@ def run_paper_recipe(task: str, args, hardware: dict, command: str) -> dict | No
     print(f"\n== {task} (CrabNet recipe): train {len(views['train'])}, val {len(views['val'])}, "
           f"test {len(views['test'])} rows, {m} element slots, {epochs} epochs")
     res = fit_predict_crabnet(config, views["train"], views["val"], views["test"], target="target", epochs=epochs,
-                              seed=args.seed, log=print if args.verbose else None, progress_path=str(progress))
+                              seed=args.seed, log=print if args.verbose else None, progress_path=str(progress),
+                              resume_dir=str(resume))
     rows = read_split(task, "test")
     index = [int(i.split("-", 1)[1]) for i in res.ids]
     with open(out / "test_predictions.csv", "w", newline="", encoding="utf-8") as fh:
@@ -221,10 +224,13 @@ def run_paper_recipe(task: str, args, hardware: dict, command: str) -> dict | No
            "counts": {s: len(v) for s, v in views.items()}, "element_slots": m,
            "epochs_max": epochs, "epochs_run": res.epochs_run, "batch_size": res.batch_size,
            "steps_per_epoch": res.steps_per_epoch, "swa": res.swa, "target_mean": res.target_mean,
-           "target_std": res.target_std, "history": res.history, "wall_s": round(time.time() - t0, 1),
+           "target_std": res.target_std, "history": res.history,
+           "wall_s": round(res.wall_s + (time.time() - t0 if res.resumed_after_epoch is None else 0.0), 1),
+           "resumed_after_epoch": res.resumed_after_epoch,
            "hardware": hardware, "command": command, "seed": args.seed,
            "system": config.system.to_dict(), "optim": config.optim.to_dict()}
     write_json(done, row)
+    shutil.rmtree(resume, ignore_errors=True)  # the finished run's scratch checkpoints (run.json has the result)
     print(f"   test MAE ours {mae:.4f} | CrabNet paper {row['mae_paper']} | epochs {res.epochs_run} | "
           f"SWA updates {res.swa['updates']} | {row['wall_s']:.0f} s -> {out}")
     return row

@@ -42,7 +42,46 @@ from mmjax.eval.fit import FitDiverged, prepare_fit, target_values
 from mmjax.systems import build_system
 from mmjax.train import mesh as mesh_lib
 from mmjax.train.step import make_train_step
+from mmjax.train.checkpoint import Checkpointer
+from mmjax.train.loop import config_json, config_differences, sharded_target
 from mmjax.train.swa import CrabNetSWA
+
+_SWA_SCALARS = ("maximum_mae", "minimum_mae", "discard_count", "n_avg", "maes")
+
+
+class ResumeMismatch(ValueError):
+    """The resume folder was written by a run with other settings; names them."""
+
+
+def _save(ckpt, epoch: int, state, swa: CrabNetSWA, fs, settings: dict, history: list) -> None:
+    """One checkpoint after ``epoch``: the state, the SWA buffer (or the params as a placeholder)."""
+    buffer = swa.buffer if swa.buffer is not None else state.params
+    meta = {"settings": settings, "history": history, "data_state": fs.train_it.inner.get_state(),
+            "swa": {k: getattr(swa, k) for k in _SWA_SCALARS}, "has_buffer": swa.buffer is not None}
+    ckpt.save(epoch + 1, {"state": state, "swa": buffer}, meta)
+
+
+def _resume(ckpt, settings: dict, fs, state, swa: CrabNetSWA):
+    """``(state, history)`` from the newest checkpoint in ``ckpt`` (``swa`` and the data iterator
+    set in place), or None when there is none."""
+    steps = ckpt.all_steps()
+    if not steps:
+        return None
+    old = ckpt.restore_meta(steps[-1]).get("settings", {})
+    diffs = config_differences(old.get("config", {}), settings["config"])
+    diffs += [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in settings.items() if k != "config" and old.get(k) != v]
+    if diffs:
+        ckpt.close()
+        raise ResumeMismatch(f"{ckpt.directory} holds a CrabNet fit with other settings ({'; '.join(diffs)}); "
+                             "use another folder or delete it to start again")
+    abstract = sharded_target(fs.eng["abstract"], fs.eng["shardings"])
+    params32 = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, np.float32, sharding=a.sharding), abstract.params)
+    _, tree, meta = ckpt.restore_latest({"state": abstract, "swa": params32})
+    for k in _SWA_SCALARS:
+        setattr(swa, k, meta["swa"][k])
+    swa.buffer = tree["swa"] if meta["has_buffer"] else None
+    fs.train_it.inner.set_state(meta["data_state"])
+    return tree["state"], list(meta["history"])
 
 
 def crabnet_batch_size(n_train: int) -> int:
@@ -69,16 +108,23 @@ class CrabNetFit:
     target_mean: float
     target_std: float
     wall_s: float
+    resumed_after_epoch: int | None = None
 
 
 def fit_predict_crabnet(config, train, val, test, *, target: str, epochs: int = 40, epochs_step: int = 1,
                         discard_n: int = 3, batch_size: int | None = None, seed: int | None = None, mesh=None,
                         log: Callable[[str], None] | None = None, progress_path: str | None = None,
-                        reference_eval_mode: bool = True) -> CrabNetFit:
+                        reference_eval_mode: bool = True, resume_dir: str | None = None) -> CrabNetFit:
     """Train as CrabNet trains (module docstring) and predict ``test`` with the SWA weights.
 
     progress_path: a JSON-lines file that gets one line per epoch as training goes (for long
     background runs); None = none.
+    resume_dir: a folder that gets a checkpoint after every epoch (train state, SWA average and
+    thresholds, data-iterator position, history; `mmjax.train.checkpoint`, the newest kept). A
+    call whose folder holds one continues after that epoch and ends with the same predictions as
+    an uninterrupted run; one written with other settings (config, target, epochs, batch, seed,
+    row counts) is refused naming them (`ResumeMismatch`), never reused. ``progress_path`` is
+    rewritten from the restored history. None = no checkpoints.
     """
     t0 = time.time()
     n_train = int(np.isfinite(target_values(train, target)).sum())
@@ -109,12 +155,30 @@ def fit_predict_crabnet(config, train, val, test, *, target: str, epochs: int = 
     state = fs.state
     swa = CrabNetSWA(discard_n)
     history = []
+    first_epoch = 0
+    ckpt = None
+    if resume_dir is not None:
+        settings = {"config": config_json(fs.cfg), "target": target, "epochs": epochs,
+                    "epochs_step": epochs_step, "discard_n": discard_n, "batch": batch, "n_train": n_train,
+                    "n_val": len(val), "n_test": len(test), "reference_eval_mode": bool(reference_eval_mode)}
+        ckpt = Checkpointer(resume_dir, keep=1, async_save=False)
+        restored = _resume(ckpt, settings, fs, state, swa)
+        if restored is not None:
+            state, history = restored
+            first_epoch = history[-1]["epoch"] + 1
+            t0 -= float(history[-1]["wall_s"])  # wall_s counts the earlier sessions' training too
+            fs.pending.clear()  # the first batch was taken in epoch 0
+            if log is not None:
+                log(f"  resumed after epoch {first_epoch - 1} from {resume_dir}")
+        if progress_path:
+            with open(progress_path, "w", encoding="utf-8") as fh:
+                fh.writelines(json.dumps(row) + "\n" for row in history)
 
     def val_mae(params) -> float:
         pred = fs.predict(params, val) * fs.std + fs.mean
         return float(np.mean(np.abs(pred[ok_val] - y_val[ok_val])))
 
-    for epoch in range(epochs):
+    for epoch in range(first_epoch, epochs) if not swa.stop else ():
         swa_epoch = (epoch + 1) % (2 * epochs_step) == 0 and epoch >= 2 * epochs_step - 1
         losses, found, last_mae = [], [], None
         for i in range(steps_per_epoch):
@@ -134,6 +198,8 @@ def fit_predict_crabnet(config, train, val, test, *, target: str, epochs: int = 
             row.update({"val/mae_last": last_mae, "swa/minimum_found": bool(any(found)),
                         "swa/minimum_mae": swa.minimum_mae, "swa/discarded": swa.discard_count})
         history.append(row)
+        if ckpt is not None:
+            _save(ckpt, epoch, state, swa, fs, settings, history)
         if log is not None:
             log("  " + " ".join(f"{k} {v:.5g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
         if progress_path:
@@ -141,6 +207,8 @@ def fit_predict_crabnet(config, train, val, test, *, target: str, epochs: int = 
                 fh.write(json.dumps(row) + "\n")
         if swa.stop:
             break
+    if ckpt is not None:
+        ckpt.close()
     final = swa.averaged(state.params)
     pred = fs.predict(final, test) * fs.std + fs.mean
     sigma = np.exp(fs.predict(final, test, key=f"{target}/log_sigma")) * fs.std
@@ -149,4 +217,4 @@ def fit_predict_crabnet(config, train, val, test, *, target: str, epochs: int = 
                                             "n_avg": swa.n_avg, "discarded": swa.discard_count,
                                             "updates": len(swa.maes)},
                       batch_size=batch, steps_per_epoch=steps_per_epoch, target_mean=fs.mean, target_std=fs.std,
-                      wall_s=time.time() - t0)
+                      wall_s=time.time() - t0, resumed_after_epoch=first_epoch - 1 if first_epoch else None)

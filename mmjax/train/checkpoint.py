@@ -145,10 +145,7 @@ class Checkpointer:
     def saved_tree(self, step: int) -> PyTree:
         """The state tree metadata (shapes) stored at ``step`` (raises on unreadable files)."""
         with _QuietOrbax(), ocp.StandardCheckpointer() as ckptr:
-            tree = ckptr.metadata(os.path.join(self.directory, str(step), "state")).item_metadata.tree
-        if "params" not in tree:
-            raise ValueError(f"checkpoint step {step} has no params entry")
-        return tree
+            return ckptr.metadata(os.path.join(self.directory, str(step), "state")).item_metadata.tree
 
     def restore_latest_params(self, params_target: PyTree) -> tuple[int, PyTree] | None:
         """Read-only: newest ``(step, params)`` laid out as ``params_target`` (ShapeDtypeStructs with
@@ -156,8 +153,14 @@ class Checkpointer:
         predict / embed / evaluate work whatever optimiser or stage trained the model). Unreadable
         steps are skipped in place; a parameter mismatch raises `CheckpointMismatch`."""
         shardings = jax.tree.map(lambda t: t.sharding, params_target)
+        def check(step, saved):
+            if "params" not in saved:  # readable, but not a train state: a mismatch, not damage
+                raise CheckpointMismatch(f"checkpoint step {step} in {self.directory} holds no 'params' entry "
+                                         f"(it has {sorted(saved)}); nothing was moved.")
+            self._check_params(step, saved["params"], params_target)
+
         return self._newest(
-            True, lambda step, saved: self._check_params(step, saved["params"], params_target),
+            True, check,
             lambda step: (step, jax.device_put(_read_params(os.path.join(self.directory, str(step))), shardings)))
 
     def restore_latest(self, target: PyTree, read_only: bool = False) -> tuple[int, PyTree, dict] | None:
@@ -169,6 +172,9 @@ class Checkpointer:
         """
         def check(step, saved):
             wanted = getattr(target, "params", None)
+            if wanted is not None and "params" not in saved:
+                raise CheckpointMismatch(f"checkpoint step {step} in {self.directory} holds no 'params' entry "
+                                         f"(it has {sorted(saved)}); nothing was moved.")
             if wanted is not None:
                 n_saved, n_wanted = len(jax.tree.leaves(saved)), len(jax.tree.leaves(target))
                 self._check_params(step, saved["params"], wanted, [] if n_saved == n_wanted else [

@@ -244,3 +244,43 @@ def test_crabnet_protocol_end_to_end_on_a_tiny_set(tmp_path):
     assert ["swa/minimum_found" in h for h in res.history] == [False, True, False, True]
     assert res.swa["updates"] == 6  # one per batch of the two SWA epochs
     assert res.predictions.shape == (8,) and np.all(np.isfinite(res.predictions)) and np.all(res.sigma > 0)
+
+
+def test_crabnet_protocol_resumes_after_a_kill_to_the_same_predictions(tmp_path):
+    """A fit stopped after epoch 2 (here: the log callback raises, as a kill would end it) and run
+    again on the same resume folder continues at epoch 3 (SWA state, data position, history
+    restored) and gives the uninterrupted run's predictions; other settings are refused."""
+    import json
+
+    from mmjax.eval.crabnet_protocol import ResumeMismatch, fit_predict_crabnet
+
+    ds = make_dataset(tmp_path / "ds", n=40)
+    c = tiny_published(ds)
+    c.system.encoder.dropout_rate = 0.1
+    tr, va, te = ds.subset(np.arange(0, 25)), ds.subset(np.arange(25, 32)), ds.subset(np.arange(32, 40))
+    kw = dict(target="y", epochs=6, batch_size=8, seed=0)
+    want = fit_predict_crabnet(c, tr, va, te, **kw)
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_epoch_2(line):
+        if line.strip().startswith("epoch 2 "):
+            raise Killed
+
+    progress = tmp_path / "progress.jsonl"
+    with pytest.raises(Killed):
+        fit_predict_crabnet(c, tr, va, te, **kw, log=kill_after_epoch_2, resume_dir=str(tmp_path / "resume"),
+                            progress_path=str(progress))
+    lines = []
+    got = fit_predict_crabnet(c, tr, va, te, **kw, log=lines.append, resume_dir=str(tmp_path / "resume"),
+                              progress_path=str(progress))
+    assert any("resumed after epoch 2" in line for line in lines)
+    assert [h["epoch"] for h in got.history] == [h["epoch"] for h in want.history]
+    assert [json.loads(r)["epoch"] for r in progress.read_text().splitlines()] == [h["epoch"] for h in want.history]
+    np.testing.assert_array_equal(got.predictions, want.predictions)
+    np.testing.assert_array_equal(got.sigma, want.sigma)
+    assert got.swa == want.swa
+    with pytest.raises(ResumeMismatch, match=r"seed|epochs"):
+        fit_predict_crabnet(c, tr, va, te, target="y", epochs=8, batch_size=8, seed=0,
+                            resume_dir=str(tmp_path / "resume"))

@@ -151,3 +151,21 @@ def test_read_only_restore_never_moves_a_damaged_step(engine_state, tmp_path):
             step, _, _ = ck.restore_latest(sharded_target(eng["abstract"], eng["shardings"]), read_only=True)
         assert step == 1 and ck.all_steps() == [1, 2]
     assert (root / "2").is_dir() and not (tmp_path / "ck_corrupt").exists()
+
+
+def test_a_readable_tree_without_params_is_a_mismatch_not_damage(engine_state, tmp_path):
+    """A valid checkpoint of some other tree (no 'params' entry) is never taken for corrupt files:
+    CheckpointMismatch, and the step stays where it is."""
+    from mmjax.train.checkpoint import CheckpointMismatch
+
+    eng, state, _ = engine_state
+    root = tmp_path / "ck"
+    with Checkpointer(root, async_save=False) as ck:
+        ck.save(1, {"weights": state.params}, {"step": 1})
+    with Checkpointer(root, async_save=False) as ck:
+        with pytest.raises(CheckpointMismatch, match="no 'params' entry"):
+            ck.restore_latest(sharded_target(eng["abstract"], eng["shardings"]))
+        with pytest.raises(CheckpointMismatch, match="no 'params' entry"):
+            ck.restore_latest_params(sharded_target(eng["abstract"], eng["shardings"]).params)
+        assert ck.all_steps() == [1]
+    assert not (tmp_path / "ck_corrupt").exists()
