@@ -106,6 +106,31 @@ def test_corrupted_latest_falls_back_with_warning(engine_state, tmp_path):
     assert not (root / "3.orbax-checkpoint-tmp").exists()  # partial save cleaned up
 
 
+def test_array_read_failing_after_readable_metadata_names_the_array_data(engine_state, tmp_path, monkeypatch):
+    """Where the metadata of the newest step reads but its arrays do not (orbax keeps the two in
+    the same OCDBT files or apart, run to run, so a truncation cannot pick one), the warning says
+    the array data failed, the step is moved aside and the previous one restores."""
+    eng, state, _ = engine_state
+    root = tmp_path / "ck"
+    with Checkpointer(root, async_save=False) as ck:
+        ck.save(1, state, {"step": 1})
+        ck.save(2, state.replace(step=state.step + 2), {"step": 2})
+    real = Checkpointer.restore
+
+    def restore(self, step, target):
+        if step == 2:
+            raise ValueError("DATA_LOSS: Error reading chunk\nTensorStore({...spec...})")
+        return real(self, step, target)
+
+    monkeypatch.setattr(Checkpointer, "restore", restore)
+    with Checkpointer(root, async_save=False) as ck:
+        with pytest.warns(RuntimeWarning, match=r"step 2 .* its array data failed to read \(ValueError: "
+                                                r"DATA_LOSS: Error reading chunk\); moved to") as rec:
+            step, _, meta = ck.restore_latest(sharded_target(eng["abstract"], eng["shardings"]))
+    assert len([w for w in rec if "step 2" in str(w.message)]) == 1
+    assert step == 1 and meta == {"step": 1} and (tmp_path / "ck_corrupt" / "2").is_dir()
+
+
 def test_no_usable_checkpoint(engine_state, tmp_path):
     eng, state, _ = engine_state
     root = tmp_path / "ck"

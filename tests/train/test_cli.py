@@ -133,15 +133,17 @@ def test_damaged_latest_checkpoint_is_one_warning_line_and_resumes_from_the_prev
     work = tmp_path / "run"
     shutil.copytree(reference, work)
     assert (work / "checkpoints" / "25").is_dir()
-    data = [f for f in (work / "checkpoints" / "30" / "state").rglob("*")
-            if f.is_file() and f.parent.name == "d" and f.parent.parent.name.startswith("ocdbt.process")]
+    # every OCDBT data file of the step (orbax keeps the arrays under ocdbt.process_*/d or, once
+    # merged, beside the b-tree in state/d: which one varies run to run, so both are cut)
+    data = [f for f in (work / "checkpoints" / "30" / "state").rglob("*") if f.is_file() and f.parent.name == "d"]
     assert data
     for f in data:
         f.write_bytes(f.read_bytes()[: len(f.read_bytes()) // 3])
     out = subprocess.run(cli(work), cwd=REPO, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     warned = [line for line in out.stderr.splitlines() if line.startswith("warning: checkpoint step 30 ")]
-    assert len(warned) == 1 and "its array data failed to read" in warned[0], out.stderr[-3000:]
+    assert len(warned) == 1 and "is unreadable: its " in warned[0] and "failed to read" in warned[0], \
+        out.stderr[-3000:]
     for noise in ("Traceback", "Event loop is closed", "never retrieved", "TensorStore({"):
         assert noise not in out.stderr, out.stderr[-3000:]
     assert len(out.stderr.splitlines()) < 10, out.stderr[-3000:]
