@@ -13,7 +13,9 @@ mean pool, softplus Dense 128 (cgcnn/model.py defaults); MSE; optimiser preset `
 (that entry trained until 500 epochs passed without a validation improvement; give the budget with
 ``--config.train.steps``). ``:small`` is CPU-sized and keeps the pymatgen-rebuilt table
 (``"cgcnn92"``, no data folder needed) and AdamW.
-Deviation: LayerNorm instead of BatchNorm (stateless, jit friendly; BatchNorm is not implemented).
+BatchNorm as the reference (``norm="batch"``: bn1 over the edges, bn2 over the atoms, momentum
+0.1, eps 1e-5), its statistics masked to real edges / atoms and global over the whole batch
+(every device's slice); ``:small`` uses LayerNorm (``norm="layer"``, stateless).
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ def get_config(arg=None):
                      n_conv=3,             # --n-conv 3
                      h_fea_len=128,        # --h-fea-len 128
                      n_h=1,                # --n-h 1
-                     cutoff=8.0, gaussian_centers=41, norm="layer",
+                     cutoff=8.0, gaussian_centers=41,
+                     norm="batch",         # ConvLayer bn1 / bn2 (BatchNorm1d)
                      element_table="cgcnn_atom_init"),
         head_hidden=(),                    # linear output layer
         loss="mse",
@@ -65,7 +68,8 @@ def get_config(arg=None):
         c.optim.steps_per_epoch = base.steps_for(1, int(0.8 * c.data.num_materials), 128)
         c.train.steps = base.steps_for(CGCNN_EPOCHS, int(0.8 * c.data.num_materials), 128)
     if small:
-        c.system.encoder.update(dict(atom_fea_len=16, n_conv=2, h_fea_len=32, element_table="cgcnn92"))
+        c.system.encoder.update(dict(atom_fea_len=16, n_conv=2, h_fea_len=32, element_table="cgcnn92",
+                                     norm="layer"))
         c.optim = optim_config("generic")
         c.train.epochs = 0.0
         c.data.num_materials = 600

@@ -20,8 +20,9 @@ Conventions:
     schema's padding graph). A graph without real nodes (an empty material slot, or extra
     empty graphs left by ``jraph.pad_with_graphs``) gives a zero row.
   * Distance expansions (Gaussian / RBF) are computed inside the model, on device.
-  * CGCNN/PotNet use BatchNorm in the papers; here ``norm="layer"`` (LayerNorm, default) or
-    ``"none"`` — stateless and jit friendly. This is a documented deviation.
+  * CGCNN uses BatchNorm in its paper: ``norm="batch"`` (masked to real edges / atoms, global
+    over the batch, running statistics in the ``batch_stats`` collection), ``"layer"``
+    (LayerNorm, stateless, the default) or ``"none"``. PotNet offers ``"layer"`` / ``"none"``.
 """
 
 from __future__ import annotations
@@ -36,9 +37,11 @@ import numpy as np
 
 from mmjax.nn.activations import sigmoid, softplus
 from mmjax.nn.basis import gaussian_expansion, rbf_expansion
+from mmjax.nn.batch_norm import MaskedBatchNorm, apply_affine
 from mmjax.nn.edge_block import gated_edge_sum, gather_rows
 
 Dtype = Any
+NORMS = ("layer", "none", "batch")  # CGCNNConv
 
 
 # --------------------------------------------------------------------------------------------
@@ -187,16 +190,22 @@ class ElementEmbedding(nn.Module):
 
 
 class CGCNNConv(nn.Module):
-    """CGCNN convolution (Xie & Grossman 2018, Eq. 5), norm = LayerNorm instead of BatchNorm.
+    """CGCNN convolution (Xie & Grossman 2018, Eq. 5).
 
     ``z_ij = [v_i, v_j, u_ij]``;  ``g = norm1(z_ij W + b)`` split into (filter, core);
     ``s_i = norm2(sum_j sigmoid(filter) * softplus(core))``;  ``v_i' = softplus(v_i + s_i)``.
 
+    ``norm``: ``"batch"`` — BatchNorm over the real edges / real atoms of the whole batch, as the
+    reference (`mmjax.nn.batch_norm`; running statistics in the ``batch_stats`` collection);
+    ``"layer"`` — LayerNorm per row (stateless); ``"none"``.
+
     ``W`` [2A + K, 2A] is one parameter ("kernel"), exactly CGCNN's ``fc_full``; the product
     is evaluated as ``v_i W[:A] + v_j W[A:2A] + u_ij W[2A:]`` (node projections are computed
-    once per node and gathered), which is the same sum with ~4x fewer edge FLOPs.
+    once per node and gathered), which is the same sum with ~4x fewer edge FLOPs. BatchNorm's
+    per-feature affine map is folded into the three terms before the fused gated sum.
 
-    Call: v [N, A], u [E, K], senders/receivers int [E], edge_mask bool [E] -> [N, A].
+    Call: v [N, A], u [E, K], senders/receivers int [E], edge_mask bool [E], node_mask bool [N]
+    (BatchNorm only; default all real), train (BatchNorm: batch statistics) -> [N, A].
     """
 
     norm: str = "layer"
@@ -204,20 +213,29 @@ class CGCNNConv(nn.Module):
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, v, u, senders, receivers, edge_mask):
+    def __call__(self, v, u, senders, receivers, edge_mask, node_mask=None, train: bool = False):
         a, k = v.shape[-1], u.shape[-1]
         kernel = self.param("kernel", nn.initializers.lecun_normal(), (2 * a + k, 2 * a), self.param_dtype)
         bias = self.param("bias", nn.initializers.zeros, (2 * a,), self.param_dtype)
         kernel = kernel.astype(self.dtype)
         v = v.astype(self.dtype)
-        if self.norm not in ("layer", "none"):
-            raise ValueError(f"unknown norm {self.norm!r}; expected 'layer' or 'none'")
+        if self.norm not in NORMS:
+            raise ValueError(f"unknown norm {self.norm!r}; expected one of {NORMS}")
+        P, Q = v @ kernel[:a], v @ kernel[a:2 * a]
+        U = u.astype(self.dtype) @ kernel[2 * a:] + bias.astype(self.dtype)
+        if self.norm == "batch":
+            node_mask = jnp.ones(v.shape[:1], bool) if node_mask is None else node_mask
+            g = gather_rows(P, senders) + gather_rows(Q, receivers) + U  # [E, 2A], for the statistics
+            ea, ec = MaskedBatchNorm(name="norm_edge")(g, edge_mask, train)
+            ones, zeros = jnp.ones((2 * a,), self.dtype), jnp.zeros((2 * a,), self.dtype)
+            s = gated_edge_sum(apply_affine(P, ea, 0.0), apply_affine(Q, ea, 0.0), apply_affine(U, ea, ec),
+                               ones, zeros, senders, receivers, edge_mask, False)
+            na, nc = MaskedBatchNorm(name="norm_node")(s, node_mask, train)
+            return softplus(v + apply_affine(s, na, nc))
         gamma, beta = _NormParams(2 * a, self.param_dtype, name="norm_edge")() if self.norm == "layer" \
             else (jnp.ones((2 * a,), self.dtype), jnp.zeros((2 * a,), self.dtype))
         # Edge block (gather, LayerNorm, gate, sum over neighbours) with a hand-written VJP.
-        s = gated_edge_sum(v @ kernel[:a], v @ kernel[a:2 * a],
-                           u.astype(self.dtype) @ kernel[2 * a:] + bias.astype(self.dtype),
-                           gamma, beta, senders, receivers, edge_mask, self.norm == "layer")
+        s = gated_edge_sum(P, Q, U, gamma, beta, senders, receivers, edge_mask, self.norm == "layer")
         s = _norm(self.norm, "norm_node", self.dtype, self.param_dtype)(s)
         return softplus(v + s)
 
@@ -286,7 +304,8 @@ class CGCNN(nn.Module):
     each graph's real atoms (``pooling``: a `pool_sum` method) -> softplus -> ``n_h`` x
     (Dense(h_fea_len) -> softplus).
 
-    Call: graph (GraphsTuple, layout in module docstring) -> float32 [G - 1, h_fea_len].
+    Call: graph (GraphsTuple, layout in module docstring), deterministic (False: training, i.e.
+    BatchNorm on batch statistics) -> float32 [G - 1, h_fea_len].
     """
 
     atom_fea_len: int = 64
@@ -303,14 +322,14 @@ class CGCNN(nn.Module):
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, graph: jraph.GraphsTuple):
+    def __call__(self, graph: jraph.GraphsTuple, deterministic: bool = True):
         node_mask, edge_mask, node_graph = graph_masks(graph)
         u = gaussian_expansion(graph.edges["distances"], 0.0, self.cutoff, self.gaussian_centers)
         v = ElementEmbedding(self.atom_fea_len, self.element_features, None, self.num_elements,
                              self.dtype, self.param_dtype, name="embedding")(graph.nodes["atomic_numbers"])
         for i in range(self.n_conv):
             v = CGCNNConv(self.norm, self.dtype, self.param_dtype, name=f"conv_{i}")(
-                v, u, graph.senders, graph.receivers, edge_mask)
+                v, u, graph.senders, graph.receivers, edge_mask, node_mask, not deterministic)
         pooled, has_nodes = segment_mean_pool(v, node_mask, node_graph, graph.n_node.shape[0], self.pooling)
         h = softplus(pooled)
         for i in range(self.n_h):

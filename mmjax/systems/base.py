@@ -18,6 +18,11 @@ Contract (all methods are pure functions of their arguments):
     folded by the step number; use it for dropout / masking when `train` is True. Padding
     slots (``slot_valid == False``) must not change the loss.
 
+    Non-trainable state (BatchNorm running statistics) lives in ``params[BATCH_STATS]``: the
+    optimiser never changes it; in training the system returns its new value as
+    ``metrics[STATE_UPDATES] = {BATCH_STATS: ...}`` (a pytree, the only non-scalar metric) and
+    the train step puts it in place after the update. Evaluation uses the stored statistics.
+
 ``predict(params, batch) -> dict[str, array]``
     Per-target outputs ``[n_dev * B_dev]`` (regression) or ``[n_dev * B_dev, C]`` (logits).
 
@@ -44,6 +49,9 @@ import jax
 import jax.numpy as jnp
 
 PyTree = Any
+
+BATCH_STATS = "batch_stats"  # params entry holding non-trainable running statistics
+STATE_UPDATES = "_state_updates"  # metrics entry: {BATCH_STATS: new statistics} from a training loss
 
 
 class System:

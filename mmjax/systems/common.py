@@ -34,7 +34,8 @@ import ml_collections
 from mmjax.nn.heads import MultiTaskHead
 from mmjax.objectives.supervised import REGRESSION_LOSSES, masked_cross_entropy, masked_mae, masked_mse, regression_loss
 from mmjax.objectives.temperature import DEFAULT_MAX_TEMPERATURE, DEFAULT_MIN_TEMPERATURE, temperature_from_log
-from mmjax.systems.base import System, flatten_device_axis, labels_from_top_level
+from mmjax.nn.batch_norm import GRAPH_BATCH_AXIS
+from mmjax.systems.base import BATCH_STATS, STATE_UPDATES, System, flatten_device_axis, labels_from_top_level
 
 PyTree = Any
 
@@ -62,13 +63,24 @@ def apply_graph_encoder(apply_fn: Callable[[jraph.GraphsTuple], jax.Array], grap
         case the last row, the padding graph, is dropped here).
       graph: leaves with a leading device axis, ``n_node`` int32 ``[n_dev, B + 1]``.
     Returns:
-      float ``[n_dev * B, d]``, row ``d * B + b`` = slot b of device d.
+      float ``[n_dev * B, d]``, row ``d * B + b`` = slot b of device d; where ``apply_fn`` returns
+      ``(rows, aux)`` (a Flax apply with mutable ``batch_stats``), ``(that, aux)``.
+
+    The device axis is vmapped as `mmjax.nn.batch_norm.GRAPH_BATCH_AXIS`, so BatchNorm statistics
+    are those of the whole batch.
     """
     if graph.n_node.ndim != 2:
         raise ValueError(f"expected a device-stacked GraphsTuple with n_node [n_dev, B + 1], got n_node "
                          f"shape {graph.n_node.shape}")
     n_graph = graph.n_node.shape[1]
-    out = jax.vmap(apply_fn)(graph)
+    out = jax.vmap(apply_fn, axis_name=GRAPH_BATCH_AXIS)(graph)
+    if isinstance(out, tuple):  # (rows, updated batch_stats): identical on every device slice (psum-ed)
+        rows, aux = out
+        return _trim_graph_rows(rows, n_graph), jax.tree.map(lambda x: x[0], aux)
+    return _trim_graph_rows(out, n_graph)
+
+
+def _trim_graph_rows(out: jax.Array, n_graph: int) -> jax.Array:
     if out.ndim != 3:
         raise ValueError(f"graph encoder must return [graphs, d] per device, got {out.shape[1:]}")
     if out.shape[1] == n_graph:
@@ -143,12 +155,15 @@ def modality_inputs(batch: Mapping[str, Any], modality: str) -> tuple:
 
 
 def encode_modality(module: nn.Module | None, params: PyTree, modality: str, batch: Mapping[str, Any], *,
-                    train: bool = False, rng: jax.Array | None = None) -> jax.Array:
+                    train: bool = False, rng: jax.Array | None = None, stats: PyTree | None = None,
+                    stats_out: dict | None = None) -> jax.Array:
     """``module`` applied to ``batch[modality]`` -> float32 ``[N, d]``.
 
     ``module=None`` is the identity on a dense input (e.g. frozen, precomputed text embeddings).
     Modules whose ``__call__`` takes ``deterministic`` get ``deterministic=not train`` and a
     ``"dropout"`` rng when training. Graph encoders are vmapped over the device axis.
+    ``stats``: the module's ``batch_stats`` collection (BatchNorm running statistics), if it has
+    one; in training their updated values are written to ``stats_out[modality]``.
     """
     args = modality_inputs(batch, modality)
     if module is None:
@@ -159,21 +174,33 @@ def encode_modality(module: nn.Module | None, params: PyTree, modality: str, bat
     if _accepts(module, "deterministic"):
         kwargs["deterministic"] = not train
     rngs = {"dropout": rng} if (train and rng is not None) else {}
+    variables = {"params": params} if stats is None else {"params": params, "batch_stats": stats}
+    mutable = ["batch_stats"] if (stats is not None and train) else False
 
     def apply(*xs):
-        return module.apply({"params": params}, *xs, rngs=rngs, **kwargs)
+        out = module.apply(variables, *xs, rngs=rngs, mutable=mutable, **kwargs)
+        return (out[0], out[1]["batch_stats"]) if mutable else out
 
+    out = apply_graph_encoder(apply, args[0]) if modality == "crystal" else apply(*args)
+    if mutable:
+        out, new_stats = out
+        if stats_out is not None:
+            stats_out[modality] = new_stats
+    return out.astype(jnp.float32)
+
+
+def init_modality_variables(module: nn.Module, rng: jax.Array, modality: str, batch: Mapping[str, Any]) -> dict:
+    """All Flax variables of ``module`` for ``batch[modality]`` (``params``, and ``batch_stats``
+    where it has BatchNorm); graphs are initialised on device 0's micro-batch."""
+    args = modality_inputs(batch, modality)
     if modality == "crystal":
-        return apply_graph_encoder(apply, args[0]).astype(jnp.float32)
-    return apply(*args).astype(jnp.float32)
+        args = (device_slice(args[0]),)
+    return dict(module.init({"params": rng, "dropout": rng}, *args))
 
 
 def init_modality(module: nn.Module, rng: jax.Array, modality: str, batch: Mapping[str, Any]) -> PyTree:
     """Parameters of ``module`` for ``batch[modality]`` (graphs: initialised on device 0's micro-batch)."""
-    args = modality_inputs(batch, modality)
-    if modality == "crystal":
-        args = (device_slice(args[0]),)
-    return module.init({"params": rng, "dropout": rng}, *args)["params"]
+    return init_modality_variables(module, rng, modality, batch)["params"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -372,9 +399,12 @@ class MultimodalSystem(System):
         for m in self.active_modalities(batch):
             enc = self.encoders[m]
             if enc is not None:
-                params[f"encoder_{m}"] = init_modality(enc, next(keys), m, batch)
+                variables = init_modality_variables(enc, next(keys), m, batch)
+                params[f"encoder_{m}"] = variables["params"]
+                if "batch_stats" in variables:
+                    params.setdefault(BATCH_STATS, {})[f"encoder_{m}"] = variables["batch_stats"]
             # Later modules are initialised on zeros of the right shape: no second forward pass.
-            reps[m] = _zeros_like_output(lambda p, b, e=enc, m=m: encode_modality(e, p, m, b),
+            reps[m] = _zeros_like_output(lambda p, b, e=enc, m=m: encode_modality(e, p, m, b, stats=_stats(params, m)),
                                          params.get(f"encoder_{m}"), batch)
             if m in self.projections:
                 params[f"projection_{m}"] = self.projections[m].init(next(keys), reps[m])["params"]
@@ -388,13 +418,15 @@ class MultimodalSystem(System):
         return params
 
     # -- forward
-    def represent(self, params, batch, *, train: bool = False, rng=None):
-        """``(encoder outputs {m: [N, d_enc]}, latents {m: [N, d]})`` for the active modalities."""
+    def represent(self, params, batch, *, train: bool = False, rng=None, stats_out: dict | None = None):
+        """``(encoder outputs {m: [N, d_enc]}, latents {m: [N, d]})`` for the active modalities.
+        In training, encoders with BatchNorm write their updated statistics to ``stats_out[m]``."""
         reps, latents = {}, {}
         active = self.active_modalities(batch)
         rngs = jax.random.split(rng, max(len(active), 1)) if rng is not None else [None] * len(active)
         for m, r in zip(active, rngs):
-            reps[m] = encode_modality(self.encoders[m], params.get(f"encoder_{m}"), m, batch, train=train, rng=r)
+            reps[m] = encode_modality(self.encoders[m], params.get(f"encoder_{m}"), m, batch, train=train, rng=r,
+                                      stats=_stats(params, m), stats_out=stats_out)
             if m in self.projections:
                 latents[m] = self.projections[m].apply({"params": params[f"projection_{m}"]}, reps[m])
             else:
@@ -429,19 +461,31 @@ class MultimodalSystem(System):
 
     def loss(self, params, batch, rng, train):
         rng_enc, rng_obj = jax.random.split(rng)
-        reps, latents = self.represent(params, batch, train=train, rng=rng_enc)
+        new_stats: dict = {}
+        reps, latents = self.represent(params, batch, train=train, rng=rng_enc, stats_out=new_stats)
         if self.stage == "finetune":
             raw = self.head.apply({"params": params["head"]}, self._head_input(reps, latents, batch))
-            return supervised_loss(head_outputs(raw, self.targets, self.losses), batch, self.targets,
-                                   self.target_weights, self.losses)
-        masks = modality_masks(batch, tuple(latents))
-        loss, metrics = self.pretrain_loss(params, latents, masks, rng_obj, train)
-        for m, mask in masks.items():
-            metrics[f"present/{m}"] = jnp.sum(mask).astype(jnp.float32)
+            loss, metrics = supervised_loss(head_outputs(raw, self.targets, self.losses), batch, self.targets,
+                                            self.target_weights, self.losses)
+        else:
+            masks = modality_masks(batch, tuple(latents))
+            loss, metrics = self.pretrain_loss(params, latents, masks, rng_obj, train)
+            for m, mask in masks.items():
+                metrics[f"present/{m}"] = jnp.sum(mask).astype(jnp.float32)
+        if new_stats:
+            # the train step puts these in place of params[BATCH_STATS] (`mmjax.systems.base`)
+            metrics = dict(metrics, **{STATE_UPDATES: {BATCH_STATS: {
+                f"encoder_{m}": new_stats.get(m, params[BATCH_STATS][f"encoder_{m}"])
+                for m in (k.removeprefix("encoder_") for k in params[BATCH_STATS])}}})
         return loss, metrics
 
     def param_labels(self, params):
         return labels_from_top_level(params)
+
+
+def _stats(params: Mapping[str, Any], modality: str) -> PyTree | None:
+    """The ``batch_stats`` of ``modality``'s encoder in a system's params, or None."""
+    return params.get(BATCH_STATS, {}).get(f"encoder_{modality}")
 
 
 def config_dict(value: Any) -> dict:

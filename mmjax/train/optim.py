@@ -46,6 +46,8 @@ import jax
 import ml_collections
 import optax
 
+from mmjax.systems.base import BATCH_STATS
+
 PyTree = Any
 
 SCHEDULES = ("constant", "cosine", "cyclic", "step")
@@ -213,7 +215,11 @@ def build_optimizer(
     if unknown:
         raise ValueError(f"config.optim.groups names {unknown}, which are not parameter groups of this system "
                          f"(groups: {present})")
-    mult = {g: float(groups.get(g, 1.0)) for g in present}
+    if BATCH_STATS in groups:
+        raise ValueError(f"config.optim.groups.{BATCH_STATS}: BatchNorm running statistics are not trained "
+                         "(the forward pass sets them); remove the entry")
+    # running statistics: never moved by the optimiser (the train step writes them)
+    mult = {g: 0.0 if g == BATCH_STATS else float(groups.get(g, 1.0)) for g in present}
     for g, m in mult.items():
         if m < 0:
             raise ValueError(f"config.optim.groups.{g}={m}: multipliers must be >= 0 (0 freezes the group)")

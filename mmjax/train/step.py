@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
+from mmjax.systems.base import STATE_UPDATES
 from mmjax.train import mesh as mesh_lib
 from mmjax.train.state import TrainState
 
@@ -25,7 +26,8 @@ def train_step_fn(system, tx: optax.GradientTransformation, schedule: optax.Sche
 
     The step's key is ``fold_in(state.rng, state.step)``, so results do not depend on how the
     run was split into restarts. A non-finite loss or gradient leaves params and optimiser
-    state unchanged and records the step in ``state.bad_step`` (sticky). Metrics are float32
+    state unchanged and records the step in ``state.bad_step`` (sticky). A system's
+    ``metrics[STATE_UPDATES]`` (BatchNorm statistics) replace those entries of the params. Metrics are float32
     scalars: the system's metrics plus ``loss``, ``grad_norm``, ``lr`` (multiplier-1 rate) and
     ``bad_step``.
     """
@@ -37,8 +39,11 @@ def train_step_fn(system, tx: optax.GradientTransformation, schedule: optax.Sche
             return system.loss(params, batch, rng, True)
 
         (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        state_updates = metrics.pop(STATE_UPDATES, {})
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
+        if state_updates:  # BatchNorm running statistics: set by the forward pass, not the optimiser
+            params = dict(params, **state_updates)
         good = jnp.isfinite(loss) & _all_finite(grads) & (state.bad_step < 0)
         keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(good, n, o), new, old)  # noqa: E731
         new_step = state.step + 1
@@ -100,6 +105,7 @@ def make_eval_step(system, params_shardings: PyTree, mesh: Mesh) -> Callable:
 
     def step(params, batch, rng):
         loss, metrics = system.loss(params, batch, rng, False)
+        metrics = {k: v for k, v in metrics.items() if k != STATE_UPDATES}
         out = {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
         out["loss"] = jnp.asarray(loss, jnp.float32)
         return out
