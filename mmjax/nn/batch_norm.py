@@ -46,38 +46,40 @@ def masked_moments(x: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array,
     return mean, var, n
 
 
-class MaskedBatchNorm(nn.Module):
-    """Call ``(x [R, D], mask bool [R], train) -> (a [D], c [D])``, the per-feature affine map
-    with ``BatchNorm(x) = x * a + c`` for this batch (float32).
+class BatchNormVars(nn.Module):
+    """The variables of one BatchNorm: parameters ``scale`` / ``bias`` and the ``batch_stats``
+    ``mean`` / ``var`` (float32 [features], initially 0 and 1).
 
-    Parameters ``scale`` / ``bias``; ``batch_stats`` variables ``mean`` / ``var`` (float32 [D]).
-    Training uses (and, where ``batch_stats`` is mutable, updates) the statistics of the real rows
-    of the batch; evaluation the running ones. Returned as an affine map so callers can fold it
-    into the linear layer before a fused kernel (`mmjax.nn.edge_block.gated_edge_sum`); `apply`
-    maps ``x`` directly."""
+    ``__call__(moments=None) -> (scale, bias, running_mean, running_var)``; with the batch's
+    ``moments = (mean, biased var, n)`` and ``batch_stats`` mutable, the running statistics move
+    first: ``r_mean <- (1 - m) r_mean + m mean``, ``r_var <- (1 - m) r_var + m var n / (n - 1)``.
+    Call the same instance twice (once for the parameters, once with the moments) when the
+    moments are computed from the parameters' output (`mmjax.nn.edge_block.bn_gated_edge_sum`)."""
 
+    features: int
     momentum: float = BN_MOMENTUM
-    eps: float = BN_EPS
 
     @nn.compact
-    def __call__(self, x: jax.Array, mask: jax.Array, train: bool) -> tuple[jax.Array, jax.Array]:
-        d = x.shape[-1]
+    def __call__(self, moments=None):
+        d = self.features
         scale = self.param("scale", nn.initializers.ones, (d,), jnp.float32)
         bias = self.param("bias", nn.initializers.zeros, (d,), jnp.float32)
-        ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((d,), jnp.float32))
-        ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((d,), jnp.float32))
-        if train:
-            mean, var, n = masked_moments(x, mask)
-            if self.is_mutable_collection("batch_stats") and not self.is_initializing():
-                unbiased = var * n / jnp.maximum(n - 1.0, 1.0)
-                ra_mean.value = (1.0 - self.momentum) * ra_mean.value + self.momentum * mean
-                ra_var.value = (1.0 - self.momentum) * ra_var.value + self.momentum * unbiased
-        else:
-            mean, var = ra_mean.value, ra_var.value
-        a = scale * jax.lax.rsqrt(var + self.eps)
-        return a, bias - mean * a
+        r_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((d,), jnp.float32))
+        r_var = self.variable("batch_stats", "var", lambda: jnp.ones((d,), jnp.float32))
+        if moments is not None and self.is_mutable_collection("batch_stats") and not self.is_initializing():
+            mean, var, n = moments
+            m = self.momentum
+            r_mean.value = (1.0 - m) * r_mean.value + m * jax.lax.stop_gradient(mean)
+            r_var.value = (1.0 - m) * r_var.value + m * jax.lax.stop_gradient(var * n / jnp.maximum(n - 1.0, 1.0))
+        return scale, bias, r_mean.value, r_var.value
 
 
-def apply_affine(x: jax.Array, a: jax.Array, c: jax.Array) -> jax.Array:
+def normalise_affine(scale, bias, mean, var, eps: float = BN_EPS) -> tuple[jax.Array, jax.Array]:
+    """``(a, c)`` with ``(x - mean) / sqrt(var + eps) * scale + bias = x * a + c`` (float32 [D])."""
+    a = scale * jax.lax.rsqrt(var + eps)
+    return a, bias - mean * a
+
+
+def apply_affine(x: jax.Array, a: jax.Array, c) -> jax.Array:
     """``x * a + c`` in float32, cast back to ``x``'s dtype."""
     return (x.astype(jnp.float32) * a + c).astype(x.dtype)

@@ -37,8 +37,8 @@ import numpy as np
 
 from mmjax.nn.activations import sigmoid, softplus
 from mmjax.nn.basis import gaussian_expansion, rbf_expansion
-from mmjax.nn.batch_norm import MaskedBatchNorm, apply_affine
-from mmjax.nn.edge_block import gated_edge_sum, gather_rows
+from mmjax.nn.batch_norm import BN_EPS, BatchNormVars, apply_affine, masked_moments, normalise_affine
+from mmjax.nn.edge_block import bn_gated_edge_sum, gated_edge_sum, gather_rows
 
 Dtype = Any
 NORMS = ("layer", "none", "batch")  # CGCNNConv
@@ -224,20 +224,36 @@ class CGCNNConv(nn.Module):
         P, Q = v @ kernel[:a], v @ kernel[a:2 * a]
         U = u.astype(self.dtype) @ kernel[2 * a:] + bias.astype(self.dtype)
         if self.norm == "batch":
-            node_mask = jnp.ones(v.shape[:1], bool) if node_mask is None else node_mask
-            g = gather_rows(P, senders) + gather_rows(Q, receivers) + U  # [E, 2A], for the statistics
-            ea, ec = MaskedBatchNorm(name="norm_edge")(g, edge_mask, train)
-            ones, zeros = jnp.ones((2 * a,), self.dtype), jnp.zeros((2 * a,), self.dtype)
-            s = gated_edge_sum(apply_affine(P, ea, 0.0), apply_affine(Q, ea, 0.0), apply_affine(U, ea, ec),
-                               ones, zeros, senders, receivers, edge_mask, False)
-            na, nc = MaskedBatchNorm(name="norm_node")(s, node_mask, train)
-            return softplus(v + apply_affine(s, na, nc))
+            return softplus(v + self._batch_norm_block(P, Q, U, senders, receivers, edge_mask, node_mask, train))
         gamma, beta = _NormParams(2 * a, self.param_dtype, name="norm_edge")() if self.norm == "layer" \
             else (jnp.ones((2 * a,), self.dtype), jnp.zeros((2 * a,), self.dtype))
         # Edge block (gather, LayerNorm, gate, sum over neighbours) with a hand-written VJP.
         s = gated_edge_sum(P, Q, U, gamma, beta, senders, receivers, edge_mask, self.norm == "layer")
         s = _norm(self.norm, "norm_node", self.dtype, self.param_dtype)(s)
         return softplus(v + s)
+
+    def _batch_norm_block(self, P, Q, U, senders, receivers, edge_mask, node_mask, train):
+        """bn1 (edges) -> gate -> sum -> bn2 (atoms); training: batch statistics (fused block with
+        BatchNorm's closed-form backward), evaluation: running statistics folded into P, Q, U."""
+        a2 = P.shape[-1]
+        node_mask = jnp.ones(P.shape[:1], bool) if node_mask is None else node_mask
+        bn_edge, bn_node = BatchNormVars(a2, name="norm_edge"), BatchNormVars(a2 // 2, name="norm_node")
+        scale, bias, r_mean, r_var = bn_edge()
+        if train:
+            s, mean, var, n = bn_gated_edge_sum(P, Q, U, scale, bias, senders, receivers, edge_mask, BN_EPS)
+            bn_edge((mean, var, n))
+        else:
+            ea, ec = normalise_affine(scale, bias, r_mean, r_var)
+            ones, zeros = jnp.ones((a2,), P.dtype), jnp.zeros((a2,), P.dtype)
+            s = gated_edge_sum(apply_affine(P, ea, 0.0), apply_affine(Q, ea, 0.0), apply_affine(U, ea, ec),
+                               ones, zeros, senders, receivers, edge_mask, False)
+        scale, bias, r_mean, r_var = bn_node()
+        if train:
+            mean, var, n = masked_moments(s, node_mask)
+            bn_node((mean, var, n))
+        else:
+            mean, var = r_mean, r_var
+        return apply_affine(s, *normalise_affine(scale, bias, mean, var))
 
 
 class CGConv(nn.Module):
