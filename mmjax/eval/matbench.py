@@ -19,7 +19,7 @@ written by ``MatbenchBenchmark.as_dict`` / ``MatbenchTask.as_dict``::
 
 Deviations: "@module"/"@class" name this module; "hash" is a SHA-256 of the canonical JSON of
 the other keys (not matbench's own hash function), so the file is not loadable by
-``MatbenchBenchmark.from_file``. Where only some rows of a fold can be predicted (e.g.
+``MatbenchBenchmark.from_file`` as written: `mmjax.eval.matbench_file` converts a complete run. Where only some rows of a fold can be predicted (e.g.
 perovskites with structures: 8,100 of 18,928), each fold additionally records
 ``"available": {"n_test_total", "n_test_available", "n_train_total", "n_train_available"}``
 under ``user_metadata["fold_counts"]`` and scores cover the available rows only.
