@@ -69,12 +69,22 @@ def config_json(config: ml_collections.ConfigDict) -> dict:
     return json.loads(config.to_json_best_effort(sort_keys=True))
 
 
+def _is_count(key: str) -> bool:
+    """Metrics that count samples in a batch (summed over batches, never averaged)."""
+    return key.endswith("/n") or key == "n" or key.endswith("n_labelled") or key.startswith("present/")
+
+
 def evaluate(eval_step: Callable, params: PyTree, batches: Iterable, mesh, rng: jax.Array,
              prefix: str = "eval/") -> dict[str, float]:
-    """Sample-weighted mean of each eval metric: each batch's metric (a mean over its real samples)
-    counts ``n_b`` times, ``n_b`` = its valid slots (``batch["slot_valid"]``), so a short last batch
-    weighs what its samples weigh and the result equals the mean over the whole split."""
-    sums, n = None, 0.0
+    """Sample-weighted mean of each eval metric over the split.
+
+    A batch's metric (a mean over its real samples) counts ``n_b`` times: for a target's metrics
+    (``"<target>/<metric>"`` beside a ``"<target>/n"`` count) ``n_b`` is that batch's labelled
+    count of the target, otherwise its valid slots (``batch["slot_valid"]``); so short last
+    batches and partly labelled batches weigh what their samples weigh, and the result equals the
+    mean over the whole split. Counts (``.../n``, ``n_labelled``, ``present/...``) are summed."""
+    sums: dict[str, float] = {}
+    weights: dict[str, float] = {}
     for host_batch in batches:
         # every process runs every batch (the step is one collective program); the weight is the
         # batch's global count of real samples, summed over the processes' local rows
@@ -86,12 +96,22 @@ def evaluate(eval_step: Callable, params: PyTree, batches: Iterable, mesh, rng: 
         m = jax.device_get(eval_step(params, mesh_lib.host_to_global(host_batch, mesh), rng))
         if w == 0:
             continue
-        m = {k: float(v) * w for k, v in m.items()}
-        sums = m if sums is None else {k: sums[k] + m[k] for k in sums}
-        n += w
-    if not n:
-        return {}
-    return {f"{prefix}{k}": v / n for k, v in sums.items()}
+        m = {k: float(v) for k, v in m.items()}
+        for k, v in m.items():
+            if _is_count(k):
+                wk, v = 1.0, v  # summed
+            else:
+                count = m.get(k.rsplit("/", 1)[0] + "/n") if "/" in k else None
+                wk = w if count is None else count
+                if wk == 0:
+                    continue  # no labelled sample of this target in the batch: its metric is no mean
+                v = v * wk
+            sums[k] = sums.get(k, 0.0) + v
+            weights[k] = weights.get(k, 0.0) + wk
+    out = {}
+    for k, v in sums.items():
+        out[f"{prefix}{k}"] = v if _is_count(k) else v / weights[k]
+    return out
 
 
 def merge_params(init: PyTree, loaded: dict) -> tuple[PyTree, int]:

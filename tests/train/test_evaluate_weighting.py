@@ -39,3 +39,23 @@ def test_eval_mean_is_the_mean_over_samples_not_batches():
 
 def test_eval_of_no_samples_is_empty():
     assert evaluate(lambda *a: {"abs": 1.0}, None, [], mesh_lib.make_mesh(), rng=None) == {}
+
+
+def test_target_metrics_weigh_labelled_samples_and_counts_add_up():
+    """A target labelled in 3 rows of one batch and 1 row of the next: its MAE is the mean over the
+    4 labelled rows (not over batches, not over slots), and its count is 4 (not an average)."""
+    d = jax.local_device_count()
+    mesh = mesh_lib.make_mesh()
+    err = [np.array([1.0, 1.0, 1.0]), np.array([9.0])]
+    batches = []
+    for e in err:
+        valid = np.zeros((d, 4), bool)
+        valid[0, :] = True
+        batches.append({"slot_valid": valid, "e": e})
+    per_batch = iter([{"y/mae": np.float32(e.mean()), "y/n": np.float32(len(e)), "loss": np.float32(e.mean())}
+                      for e in err])
+    got = evaluate(lambda *a: next(per_batch), None, [{"slot_valid": b["slot_valid"]} for b in batches], mesh,
+                   rng=None, prefix="test/")
+    assert got["test/y/n"] == 4
+    np.testing.assert_allclose(got["test/y/mae"], 12.0 / 4)
+    np.testing.assert_allclose(got["test/loss"], (1.0 * 4 + 9.0 * 4) / 8)  # slot-weighted: no count beside it
