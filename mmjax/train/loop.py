@@ -99,7 +99,7 @@ def evaluate(eval_step: Callable, params: PyTree, batches: Iterable, mesh, rng: 
         m = {k: float(v) for k, v in m.items()}
         for k, v in m.items():
             if _is_count(k):
-                wk, v = 1.0, v  # summed
+                wk = 1.0  # counts are summed, not weighted
             else:
                 count = m.get(k.rsplit("/", 1)[0] + "/n") if "/" in k else None
                 wk = w if count is None else count
