@@ -62,6 +62,9 @@ def make_base() -> ml_collections.ConfigDict:
         text_pooling="cls",       # "cls" | "mean"
     ))
     c.data.source_kwargs = ml_collections.ConfigDict({}, type_safe=False)
+    # vector regression targets: {name: components}, e.g. {"elastic_tensor": 21} (a 6 x 6 Voigt matrix
+    # in a JSON source is read as its 21 upper-triangle entries); scalar targets are not listed
+    c.data.target_dims = ml_collections.ConfigDict({}, type_safe=False)
     c.data.features = ml_collections.ConfigDict(dict(
         graph="cgcnn",            # crystal graph kind: "cgcnn" (8 Å x 12) | "potnet" (4 Å x 16 + infinite edges)
         cutoff=0.0,               # Å; 0 = the kind's default

@@ -42,7 +42,8 @@ def estimate_nbytes(assembler, dataset) -> int:
     """Bytes `DeviceStore.build` would hold for `dataset` under `assembler` (from the schema and the
     graph sizes, without reading any column)."""
     R = len(dataset)
-    per_record = 1 + len(assembler.modalities) + 5 * len(assembler.targets)  # slot_valid, present, targets
+    per_record = 1 + len(assembler.modalities)  # slot_valid, present
+    per_record += sum(5 * int(np.prod(t[-1])) for t in assembler.targets)  # value + mask per component
     total = 0
     for m in assembler.modalities:
         if m == "crystal":

@@ -56,7 +56,8 @@ class FeatureSpec:
     text: store the raw description ("text/raw", "text/source"); the material's own text, or
         ``describe_structure`` when it has none and ``describe_missing_text`` (robocrys when
         ``text_robocrys``, about 0.5-1.5 s per structure, else the fast template).
-    targets: names of ``Material.targets`` to store as "target/<name>" (NaN when missing);
+    targets: names of ``Material.targets`` to store as "target/<name>" (float32 [] or [d] for a
+        vector target; no key when the material has no label, `target_value`);
         None stores every target a material has.
     max_atomic_number: a material with an element beyond it is a bad record (set from the
         model's fixed element table, e.g. 100 for CGCNN's atom_init, so that no element is
@@ -260,15 +261,31 @@ def featurize_material(material: Material, spec: FeatureSpec) -> dict:
             rec["text/raw"], rec["text/source"] = str(text), str(source)
     names = spec.targets if spec.targets is not None else tuple(sorted(material.targets))
     for name in names:
-        value = material.targets.get(name, math.nan)
-        try:
-            value = float(value) if value is not None else math.nan
-        except (TypeError, ValueError):
-            raise RecordError(rid, f"target {name!r} is not a number: {value!r}") from None
-        rec[f"target/{name}"] = np.float32(value)
+        value = target_value(rid, name, material.targets.get(name))
+        if value is not None:
+            rec[f"target/{name}"] = value
     if not rec:
         raise RecordError(rid, "no modality could be computed (no structure and nothing else requested)")
     return rec
+
+
+def target_value(record_id: str, name: str, value: Any) -> np.ndarray | None:
+    """A material's target as stored: float32 ``[]``, or ``[d]`` for a vector target (NaN
+    components stay, as unlabelled components); None when unlabelled (None, absent or a scalar
+    NaN: the record then has no ``"target/<name>"`` key, whatever the target's shape elsewhere).
+    Raises `RecordError` for a non-number, an empty or a multi-dimensional value."""
+    if value is None:
+        return None
+    try:
+        arr = np.asarray(value, np.float64)
+    except (TypeError, ValueError):
+        raise RecordError(record_id, f"target {name!r} is not a number: {value!r}"[:200]) from None
+    if arr.ndim == 0:
+        return None if math.isnan(float(arr)) else np.float32(arr)
+    if arr.ndim != 1 or arr.size == 0:
+        raise RecordError(record_id, f"target {name!r} has shape {list(arr.shape)}: a target is a number or a "
+                                     "1-D vector of numbers")
+    return arr.astype(np.float32)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -30,7 +30,9 @@ class Material:
     id: unique string id within a dataset (e.g. "mp-149", a Matbench "mb-perovskites-00001").
     structure: pymatgen ``Structure`` or None when only the composition is known.
     composition: pymatgen ``Composition``; derived from ``structure`` when not given.
-    targets: property name -> float (NaN or absent = unlabelled).
+    targets: property name -> float, or a 1-D float array for a vector target (e.g. the 21
+        independent components of an elastic tensor); NaN, None or absent = unlabelled (a NaN
+        component of a vector = that component unlabelled).
     dos: optional ``DOS``.
     charge_density: optional float [nx, ny, nz] voxel grid (any shape; resampled to 32^3).
     text: optional description; ``text_source`` says where it came from

@@ -200,12 +200,26 @@ def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     return shift + np.arange(total, dtype=np.int64)
 
 
+def target_moments(stats: dict, shape: tuple = ()) -> tuple[float | np.ndarray, float | np.ndarray]:
+    """(mean, std) a regression target is normalised with, from its manifest statistics: floats
+    for a scalar target, float32 ``shape`` arrays (per component) for a vector target; a zero or
+    missing std is 1."""
+    mean = np.asarray(stats.get("mean", 0.0), np.float64)
+    std = np.asarray(stats.get("std", 1.0), np.float64)
+    std = np.where(std > 0, std, 1.0)
+    if not shape:
+        return float(mean), float(std)
+    return (np.broadcast_to(mean, shape).astype(np.float32), np.broadcast_to(std, shape).astype(np.float32))
+
+
 class BatchAssembler:
     """Turns per-device lists of records into one Batch (numpy, schema.py layout, device axis).
 
     modalities: Batch modalities to emit (subset of those the dataset has).
-    targets: names; "target/<name>" -> float32 regression, "label/<name>" -> int32 class.
-    normalize_targets: regression targets become (y - mean) / std (manifest statistics).
+    targets: names; "target/<name>" -> float32 regression ([D, B], or [D, B, d] for a vector
+        target), "label/<name>" -> int32 class.
+    normalize_targets: regression targets become (y - mean) / std (manifest statistics; per
+        component for a vector target).
     Missing targets are 0 with ``target_mask`` False (never NaN in a batch).
     """
 
@@ -230,12 +244,13 @@ class BatchAssembler:
         for name in targets:
             if f"target/{name}" in self.schema:
                 key, stats = f"target/{name}", manifest.statistics.get("targets", {}).get(name, {})
-                mean, std = (stats.get("mean", 0.0), stats.get("std", 1.0)) if normalize_targets else (0.0, 1.0)
-                if normalize_targets and not stats.get("count"):
+                shape = tuple(self.schema[key]["shape"])
+                if normalize_targets and not np.sum(stats.get("count", 0)):
                     raise ValueError(f"target {name!r} has no labelled records to normalise with")
-                self.targets.append((name, key, True, float(mean), float(std) if std else 1.0))
+                mean, std = target_moments(stats, shape) if normalize_targets else (0.0, 1.0)
+                self.targets.append((name, key, True, mean, std, shape))
             elif f"label/{name}" in self.schema:
-                self.targets.append((name, f"label/{name}", False, 0.0, 1.0))
+                self.targets.append((name, f"label/{name}", False, 0.0, 1.0, ()))
             else:
                 have = [k.split("/", 1)[1] for k in self.schema if k.startswith(("target/", "label/"))]
                 raise ValueError(f"unknown target {name!r}; the dataset has {have}")
@@ -298,9 +313,9 @@ class BatchAssembler:
                             "mask": mask}
         if self.targets:
             batch["targets"], batch["target_mask"] = {}, {}
-            for name, key, regression, mean, std in self.targets:
-                vals = np.zeros((D, B), np.float32 if regression else np.int32)
-                ok = np.zeros((D, B), bool)
+            for name, key, regression, mean, std, shape in self.targets:
+                vals = np.zeros((D, B, *shape), np.float32 if regression else np.int32)
+                ok = np.zeros((D, B, *shape), bool)
                 for d, recs in enumerate(device_records):
                     for i, r in enumerate(recs):
                         if key in r:
@@ -373,12 +388,12 @@ class BatchAssembler:
                             "mask": mask}
         if self.targets:
             batch["targets"], batch["target_mask"] = {}, {}
-            for name, key, regression, mean, std in self.targets:
+            for name, key, regression, mean, std, shape in self.targets:
                 present, values = fixed(key)
-                vals = np.zeros((D, B), np.float32 if regression else np.int32)
-                ok = np.zeros((D, B), bool)
-                vals[dev, slot] = values.reshape(len(idx))
-                ok[dev, slot] = present
+                vals = np.zeros((D, B, *shape), np.float32 if regression else np.int32)
+                ok = np.zeros((D, B, *shape), bool)
+                vals[dev, slot] = values.reshape(len(idx), *shape)
+                ok[dev, slot] = present.reshape(len(idx), *[1] * len(shape))
                 if regression:
                     ok &= np.isfinite(vals)
                     vals = np.where(ok, (vals - mean) / std, 0.0).astype(np.float32)

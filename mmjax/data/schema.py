@@ -29,7 +29,9 @@ numpy arrays, no padding)::
     "dos/densities"            float32 [L]      on the fixed grid "dos/energies" of the manifest
     "dos/mask"                 bool    [L]      True where the source covered that energy
     "charge_density"           float32 [32, 32, 32]
-    "target/<name>"            float32 []       NaN when the label is missing
+    "target/<name>"            float32 [] or [d]  NaN when the label is missing; [d] for a vector
+                                                target (absent when the record has no label;
+                                                NaN components are unlabelled components)
     "label/space_group"        int32   []       1..230
     "label/crystal_system"     int32   []       index into CRYSTAL_SYSTEMS
 
@@ -52,8 +54,9 @@ Batch (the pytree every system consumes; fixed shapes for a given config, B mate
     "text"         float32 [B, D]
     "dos"          {"energies": float32 [B, L], "densities": float32 [B, L], "mask": bool [B, L]}
     "charge_density" float32 [B, 32, 32, 32]
-    "targets"      {name: float32 [B] (regression) or int32 [B] (classification)}
-    "target_mask"  {name: bool [B]}
+    "targets"      {name: float32 [B] (regression), float32 [B, d] (vector regression)
+                    or int32 [B] (classification)}
+    "target_mask"  {name: bool [B] or [B, d]}
 
 Only the modalities a config asks for are in a Batch. Padding nodes/edges carry atomic number
 0 and distance 0 and belong to graph B. For data parallelism every array gets a leading device

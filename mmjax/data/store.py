@@ -111,7 +111,8 @@ class Manifest:
         ``None`` for the ragged leading dimension, "ragged": bool}.
     files: chunk folders in dataset order, each {"name", "num_records", "moments": {key: {...}}}.
     availability: record key or modality -> number of records that have it.
-    statistics: {"targets": {name: {count, mean, std, mad, median, min, max}} over finite labels,
+    statistics: {"targets": {name: {count, mean, std, mad, median, min, max}} over finite labels
+        (for a vector target each value is a list, one per component),
         "labels": {name: {count, histogram}}, "scales": {key: {count, mean, std, min, max}}}.
     padding: {"crystal/nodes"|"crystal/edges"|"composition/elements": {count, mean, max, max_id,
         percentiles: {"90.0": value, ...}}} per material.
@@ -612,6 +613,14 @@ def _summary(values: np.ndarray) -> dict:
             "median": float(np.median(v)), "min": float(v.min()), "max": float(v.max())}
 
 
+def _component_summary(values: np.ndarray) -> dict:
+    """`_summary` of each column of ``values`` [n, d] over its finite entries: the same keys, each
+    a list of d numbers (a component without labels: count 0, mean 0, std 1)."""
+    parts = [_summary(col[np.isfinite(col)]) for col in values.T]
+    fill = {"mean": 0.0, "std": 1.0, "mad": 0.0, "median": 0.0, "min": 0.0, "max": 0.0}
+    return {k: [p.get(k, fill.get(k, 0)) for p in parts] for k in ("count", *fill)}
+
+
 def _size_summary(sizes: np.ndarray, ids: np.ndarray) -> dict:
     if sizes.size == 0:
         return {"count": 0, "mean": 0.0, "max": 0, "max_id": None, "percentiles": {}}
@@ -635,7 +644,8 @@ def update_statistics(root: pathlib.Path, manifest: Manifest) -> None:
         avail[key] = int(present.sum())
         if key.startswith("target/"):
             v = np.asarray(values, np.float64)[present]
-            targets[key.split("/", 1)[1]] = _summary(v[np.isfinite(v)])
+            targets[key.split("/", 1)[1]] = (_summary(v[np.isfinite(v)]) if v.ndim == 1 else
+                                             _component_summary(v.reshape(len(v), -1)))
         elif key.startswith("label/"):
             v = np.asarray(values)[present]
             size = 231 if key == "label/space_group" else int(v.max(initial=0)) + 1

@@ -233,21 +233,31 @@ def gated_element_average(per_element, mask):
 class CrabNetHead(nn.Module):
     """CrabNet's head: `ResidualMLP` on every element token, then `gated_element_average`.
 
-    ``targets``: names of the regression targets (3 outputs each).
-    Call: tokens [B, M, d], mask bool [B, M] -> {name: [B], name + "/log_sigma": [B]}.
+    ``targets``: names of the regression targets (3 outputs per component); ``widths``: components
+    per target (default 1 each); ``vectors``: which targets are vectors (their outputs keep a
+    component axis, even of width 1).
+    Call: tokens [B, M, d], mask bool [B, M] -> {name: [B] (vector: [B, d]), name + "/log_sigma": same}.
     """
 
     targets: Sequence[str] = ("target",)
     hidden: Sequence[int] = (1024, 512, 256, 128)
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+    widths: Sequence[int] = ()
+    vectors: Sequence[bool] = ()
 
     @nn.compact
     def __call__(self, tokens, mask):
-        per = ResidualMLP(tuple(self.hidden), 3 * len(self.targets), self.dtype, self.param_dtype,
+        widths = tuple(self.widths) or (1,) * len(self.targets)
+        vectors = tuple(self.vectors) or (False,) * len(self.targets)
+        if len(widths) != len(self.targets) or len(vectors) != len(self.targets):
+            raise ValueError(f"CrabNetHead: {len(self.targets)} targets, {len(widths)} widths, {len(vectors)} vector flags")
+        per = ResidualMLP(tuple(self.hidden), 3 * sum(widths), self.dtype, self.param_dtype,
                           name="residual")(tokens)
         pred, log_sigma = gated_element_average(per, mask)
-        out = {}
-        for t, name in enumerate(self.targets):
-            out[name], out[f"{name}/log_sigma"] = pred[:, t], log_sigma[:, t]
+        out, start = {}, 0
+        for name, w, vec in zip(self.targets, widths, vectors):
+            cols = slice(start, start + w) if vec else start
+            out[name], out[f"{name}/log_sigma"] = pred[:, cols], log_sigma[:, cols]
+            start += w
         return out

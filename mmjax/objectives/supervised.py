@@ -2,7 +2,9 @@
 
 Shapes: predictions ``[B]`` (regression) or logits ``[B, K]`` (classification), labels ``[B]``
 (float or int), ``mask`` bool ``[B]`` (True where the label exists; combine with ``slot_valid``).
-All losses average over valid rows and return exactly 0 (finite gradients) when none is valid.
+A vector regression target (e.g. the 21 independent components of an elastic tensor) has
+predictions, labels and mask ``[B, d]``: the mean runs over every labelled component.
+All losses average over valid entries and return exactly 0 (finite gradients) when none is valid.
 
 Multi-target training (XxaCT-NN): ``sample_task`` draws one task per example uniformly;
 ``multitask_loss`` scores each example only on its sampled task, i.e. the mean over examples
@@ -26,9 +28,19 @@ SQRT2 = 1.4142135623730951
 
 
 def _check(name, pred, labels, mask):
+    """The bool label mask, shaped like ``labels`` (``[B]``, or ``[B, d]`` for a vector target)."""
     if pred.shape[0] != labels.shape[0]:
         raise ValueError(f"{name}: batch sizes differ: {pred.shape} vs {labels.shape}")
-    return as_mask(mask, labels.shape[0])
+    if labels.ndim == 1:
+        return as_mask(mask, labels.shape[0])
+    if name != "ce" and pred.shape != labels.shape:
+        raise ValueError(f"{name}: predictions {pred.shape} and labels {labels.shape} differ in shape")
+    if mask is None:
+        return jnp.ones(labels.shape, bool)
+    mask = jnp.asarray(mask)
+    if mask.shape != labels.shape:
+        raise ValueError(f"{name}: mask {mask.shape} must have the labels' shape {labels.shape}")
+    return mask.astype(bool)
 
 
 def per_example_loss(kind: str, pred: jax.Array, labels: jax.Array) -> jax.Array:

@@ -27,8 +27,8 @@ import numpy as np
 from mmjax.data.features.elements import element_features
 from mmjax.nn import CGCNN, CrabNet, XrdTransformer
 from mmjax.nn.heads import CrabNetHead
-from mmjax.systems.common import (MultimodalSystem, compute_dtype, config_dict, init_modality, modality_inputs,
-                                  supervised_loss)
+from mmjax.systems.common import (MultimodalSystem, compute_dtype, config_dict, init_modality, is_regression,
+                                  modality_inputs, output_kind, supervised_loss)
 from mmjax.systems.xxact import task_outputs
 
 BASELINES: dict[str, tuple[str, Callable]] = {}
@@ -54,19 +54,22 @@ class UnimodalBaseline(MultimodalSystem):
 class CrabNetSystem(UnimodalBaseline):
     """CrabNet with its own head (``config.system.head = "crabnet"``): the Roost residual network
     [1024, 512, 256, 128] on every element token of the encoder, three outputs per target
-    (value, log sigma, gate logit), masked mean over the elements, value x sigmoid(gate)
-    (`mmjax.nn.heads.CrabNetHead`). Regression targets only. ``predict`` returns
-    ``{name: [N], name + "/log_sigma": [N]}`` (batched units); ``embed`` the pooled encoder output.
+    (value, log sigma, gate logit; per component for a vector target), masked mean over the
+    elements, value x sigmoid(gate) (`mmjax.nn.heads.CrabNetHead`). Regression targets only.
+    ``predict`` returns ``{name: [N], name + "/log_sigma": [N]}`` (``[N, d]`` for a vector target;
+    batched units); ``embed`` the pooled encoder output.
     """
 
     def __init__(self, encoder, outputs: dict[str, int], head_hidden=(1024, 512, 256, 128),
                  target_losses: dict[str, str] | None = None):
-        classes = sorted(k for k, n in outputs.items() if int(n) != 1)
+        classes = sorted(k for k in outputs if not is_regression(outputs, k))
         if classes:
             raise ValueError(f"config.system.head='crabnet' predicts regression targets only; {classes} are "
                              "classification targets (use head='mlp')")
         super().__init__("crabnet", "composition", encoder, outputs, (), target_losses)
-        self.head = CrabNetHead(tuple(outputs), tuple(int(h) for h in head_hidden))
+        self.head = CrabNetHead(tuple(outputs), tuple(int(h) for h in head_hidden),
+                                widths=tuple(output_kind(k, n)[1] for k, n in self.targets.items()),
+                                vectors=tuple(isinstance(n, tuple) for n in self.targets.values()))
 
     def _tokens(self, params, batch, train, rng):
         args = modality_inputs(batch, "composition")
@@ -98,10 +101,10 @@ def _encoder_kwargs(config: ml_collections.ConfigDict) -> dict:
     return enc.to_dict() if isinstance(enc, ml_collections.ConfigDict) else dict(enc or {})
 
 
-def _outputs(config) -> dict[str, int]:
-    from mmjax.data.spec import config_targets
+def _outputs(config) -> dict[str, int | tuple[int]]:
+    from mmjax.data.spec import config_target_dims, config_targets
 
-    return task_outputs(config_targets(config))
+    return task_outputs(config_targets(config), dims=config_target_dims(config))
 
 
 def _head_hidden(config) -> tuple[int, ...]:
@@ -113,7 +116,7 @@ def target_losses(config) -> dict[str, str]:
     ``config.system.target_losses`` (per target, wins); names checked by the system."""
     outputs = _outputs(config)
     default = config.system.get("loss", None)
-    losses = {k: str(default) for k, n in outputs.items() if default and int(n) == 1}
+    losses = {k: str(default) for k in outputs if default and is_regression(outputs, k)}
     losses.update(config_dict(config.system.get("target_losses", None)))
     return losses
 

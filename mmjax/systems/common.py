@@ -120,11 +120,13 @@ def modality_masks(batch: Mapping[str, Any], modalities: Sequence[str]) -> dict[
 
 
 def target_mask(batch: Mapping[str, Any], name: str) -> jax.Array:
-    """bool ``[N]``: ``slot_valid & target_mask[name]``."""
+    """bool ``[N]`` (``[N, d]`` for a vector target): ``slot_valid & target_mask[name]``."""
     if "target_mask" not in batch or name not in batch["target_mask"]:
         raise KeyError(f"target {name!r} is not in the batch (targets: {sorted(batch.get('targets', {}))}); "
                        "ask the data config for it")
-    return slot_mask(batch) & flatten_device_axis(jnp.asarray(batch["target_mask"][name])).astype(bool)
+    labelled = flatten_device_axis(jnp.asarray(batch["target_mask"][name])).astype(bool)
+    valid = slot_mask(batch)
+    return valid.reshape(valid.shape + (1,) * (labelled.ndim - 1)) & labelled
 
 
 # --------------------------------------------------------------------------------------------
@@ -207,16 +209,46 @@ def init_modality(module: nn.Module, rng: jax.Array, modality: str, batch: Mappi
 # heads + supervised loss
 
 
+def output_kind(name: str, n: Any) -> tuple[str, int]:
+    """``("regression", width)`` or ``("class", classes)`` of one ``outputs`` entry.
+
+    ``outputs[name]`` is ``1`` for a scalar regression target, the class count ``C >= 2`` of a
+    classification target (crystal_system 7, space_group 230), or a 1-tuple / list ``(d,)`` for a
+    regression vector of ``d`` components (e.g. ``(21,)``: an elastic tensor's independent entries).
+    """
+    if isinstance(n, (tuple, list)):
+        if len(n) != 1 or int(n[0]) < 1:
+            raise ValueError(f"target {name!r}: a vector target's outputs are (components,), got {n!r}")
+        return "regression", int(n[0])
+    if int(n) < 1:
+        raise ValueError(f"target {name!r}: number of outputs must be >= 1, got {n}")
+    return ("regression", 1) if int(n) == 1 else ("class", int(n))
+
+
+def canonical_outputs(outputs: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``outputs`` with ints for scalar / class targets and ``(d,)`` tuples for vector targets
+    (config dicts give lists), each entry checked by `output_kind`."""
+    out = {}
+    for k, v in (outputs or {}).items():
+        output_kind(str(k), v)
+        out[str(k)] = (int(v[0]),) if isinstance(v, (tuple, list)) else int(v)
+    return out
+
+
+def is_regression(outputs: Mapping[str, Any], name: str) -> bool:
+    return output_kind(name, outputs[name])[0] == "regression"
+
+
 def build_heads(outputs: Mapping[str, int], hidden: Sequence[int] = (), activation: str = "relu") -> MultiTaskHead:
-    """One head per target: ``outputs[name]`` = 1 for a regression target, the class count for a
-    classification target (e.g. crystal_system 7, space_group 230)."""
+    """One head per target of ``outputs[name]`` linear outputs (`head_widths`: 1 for a scalar
+    regression target, the class count for a classification target, d for a d-vector)."""
     for name, n in outputs.items():
         if int(n) < 1:
             raise ValueError(f"target {name!r}: number of outputs must be >= 1, got {n}")
     return MultiTaskHead(tuple((str(k), int(v)) for k, v in outputs.items()), tuple(hidden), activation)
 
 
-def check_losses(losses: Mapping[str, str] | None, outputs: Mapping[str, int]) -> dict[str, str]:
+def check_losses(losses: Mapping[str, str] | None, outputs: Mapping[str, Any]) -> dict[str, str]:
     """``{target: loss}`` for the regression targets (default ``"mse"``), validated by name."""
     losses = dict(losses or {})
     unknown = sorted(set(losses) - set(outputs))
@@ -225,7 +257,7 @@ def check_losses(losses: Mapping[str, str] | None, outputs: Mapping[str, int]) -
     out = {}
     for name, n in outputs.items():
         kind = str(losses.get(name, "mse"))
-        if int(n) != 1:
+        if not is_regression(outputs, name):
             if name in losses and kind != "ce":
                 raise ValueError(f"target {name!r} is a classification target: its loss is 'ce', not {kind!r}")
             continue
@@ -235,46 +267,57 @@ def check_losses(losses: Mapping[str, str] | None, outputs: Mapping[str, int]) -
     return out
 
 
-def head_widths(outputs: Mapping[str, int], losses: Mapping[str, str] | None = None) -> dict[str, int]:
-    """Head output width per target: 2 (prediction, log sigma) for a ``robust_l1`` target."""
-    losses = dict(losses or {})
-    return {k: (2 if losses.get(k) == "robust_l1" else int(n)) for k, n in outputs.items()}
-
-
-def head_outputs(raw: Mapping[str, jax.Array], outputs: Mapping[str, int],
-                 losses: Mapping[str, str] | None = None) -> dict[str, jax.Array]:
-    """Regression heads ``[N, 1] -> [N]``; classification logits stay ``[N, C]``; a ``robust_l1``
-    head ``[N, 2]`` gives ``{name: [N], name + "/log_sigma": [N]}`` (log sigma in batched units)."""
+def head_widths(outputs: Mapping[str, Any], losses: Mapping[str, str] | None = None) -> dict[str, int]:
+    """Linear output width per target: the class count, 1 or d for a regression target, twice
+    that (prediction, log sigma) for a ``robust_l1`` target."""
     losses = dict(losses or {})
     out = {}
-    for k, v in raw.items():
-        if losses.get(k) == "robust_l1":
-            out[k], out[f"{k}/log_sigma"] = v[:, 0], v[:, 1]
-        else:
-            out[k] = v[:, 0] if int(outputs[k]) == 1 else v
+    for k, n in outputs.items():
+        kind, width = output_kind(k, n)
+        out[k] = 2 * width if kind == "regression" and losses.get(k) == "robust_l1" else width
     return out
 
 
-def supervised_loss(predictions: Mapping[str, jax.Array], batch: Mapping[str, Any], outputs: Mapping[str, int],
+def head_outputs(raw: Mapping[str, jax.Array], outputs: Mapping[str, Any],
+                 losses: Mapping[str, str] | None = None) -> dict[str, jax.Array]:
+    """Scalar regression heads ``[N, 1] -> [N]``, vector ones ``[N, d]``; classification logits
+    stay ``[N, C]``; a ``robust_l1`` head (twice as wide) gives ``{name: [N] or [N, d],
+    name + "/log_sigma": same shape}`` (log sigma in batched units)."""
+    losses = dict(losses or {})
+    out = {}
+    for k, v in raw.items():
+        kind, width = output_kind(k, outputs[k])
+        vector = isinstance(outputs[k], (tuple, list))
+        if kind != "regression":
+            out[k] = v
+        elif losses.get(k) == "robust_l1":
+            out[k], out[f"{k}/log_sigma"] = (v[:, :width], v[:, width:]) if vector else (v[:, 0], v[:, 1])
+        else:
+            out[k] = v if vector else v[:, 0]
+    return out
+
+
+def supervised_loss(predictions: Mapping[str, jax.Array], batch: Mapping[str, Any], outputs: Mapping[str, Any],
                     weights: Mapping[str, float] | None = None,
                     losses: Mapping[str, str] | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Masked supervised loss over ``batch["targets"]`` / ``batch["target_mask"]``.
 
-    Regression targets (1 output): ``losses[name]`` (default MSE; ``l1``, ``huber``, or
-    ``robust_l1`` with ``predictions[name + "/log_sigma"]``) on ``predictions[name]`` ``[N]``
-    (units of the target as batched, i.e. normalised if the pipeline normalises). Classification (C outputs):
-    cross-entropy (nats) on logits ``[N, C]`` with int labels. Rows count only if
-    ``slot_valid & target_mask[name]``. The loss is the weighted mean over targets that have at
-    least one labelled row in the batch (0 if none). Metrics per target: ``<name>/mse`` and
-    ``<name>/mae`` or ``<name>/ce`` and ``<name>/accuracy``, plus ``<name>/n``.
+    Regression targets: ``losses[name]`` (default MSE; ``l1``, ``huber``, or ``robust_l1`` with
+    ``predictions[name + "/log_sigma"]``) on ``predictions[name]`` ``[N]`` (``[N, d]`` for a vector
+    target, averaged over its labelled components) in the units of the target as batched, i.e.
+    normalised if the pipeline normalises. Classification (C outputs): cross-entropy (nats) on
+    logits ``[N, C]`` with int labels. Entries count only if ``slot_valid & target_mask[name]``. The
+    loss is the weighted mean over targets that have at least one label in the batch (0 if none).
+    Metrics per target: ``<name>/mse`` and ``<name>/mae`` or ``<name>/ce`` and ``<name>/accuracy``,
+    plus ``<name>/n`` (labelled rows; labelled components for a vector target).
     """
     weights = dict(weights or {})
     total, wsum, metrics = 0.0, 0.0, {}
-    for name, n_out in outputs.items():
+    for name in outputs:
         labels = flatten_device_axis(jnp.asarray(batch["targets"][name]))
         mask = target_mask(batch, name)
         pred = predictions[name]
-        if int(n_out) == 1:
+        if is_regression(outputs, name):
             kind = (losses or {}).get(name, "mse")
             mse = masked_mse(pred, labels.astype(jnp.float32), mask)
             term = mse if kind == "mse" else regression_loss(kind, pred, labels.astype(jnp.float32), mask,
@@ -343,7 +386,8 @@ class MultimodalSystem(System):
       projections: ``{modality: nn.Module}`` applied after the encoder (optional per modality).
       stage: ``"pretrain"`` (loss = the objective) or ``"finetune"`` (loss = `supervised_loss` of
         the heads; combine with ``config.optim.groups`` to freeze encoders for a probe).
-      targets: ``{name: outputs}`` for the heads (needed for ``finetune`` and ``predict``).
+      targets: ``{name: outputs}`` for the heads (needed for ``finetune`` and ``predict``): 1 for
+        a scalar regression target, the class count, or ``(d,)`` for a d-component vector target.
       head_inputs: modalities whose representations are concatenated as the head input.
       head_source: ``"encoder"`` (encoder output) or ``"latent"`` (after the projection).
       head_hidden: hidden widths of each head MLP (``()`` = linear head).
@@ -370,7 +414,7 @@ class MultimodalSystem(System):
             raise ValueError(f"projections for modalities without an encoder: {unknown}")
         self.modalities = tuple(self.encoders)
         self.stage = stage
-        self.targets = {str(k): int(v) for k, v in (targets or {}).items()}
+        self.targets = canonical_outputs(targets)
         self.head_inputs = tuple(head_inputs)
         missing = [m for m in self.head_inputs if m not in self.encoders]
         if missing:

@@ -54,11 +54,17 @@ LABELS = {"composition": "encoder_composition", "xrd": "encoder_xrd", "fusion": 
           "mxm_head": "mxm_head", "temperature": "temperature"}
 
 
-def task_outputs(names: Sequence[str], num_classes: Mapping[str, int] | None = None) -> dict[str, int]:
+def task_outputs(names: Sequence[str], num_classes: Mapping[str, int] | None = None,
+                 dims: Mapping[str, int] | None = None) -> dict[str, int | tuple[int]]:
     """``{target: outputs}``: the class count for classification targets (`KNOWN_CLASSES`, or
-    `num_classes`), 1 for regression targets."""
+    `num_classes`), ``(d,)`` for a vector regression target of `dims` (``config.data.target_dims``),
+    1 for other (scalar regression) targets."""
     table = {**KNOWN_CLASSES, **dict(num_classes or {})}
-    return {str(n): int(table.get(n, 1)) for n in names}
+    dims = dict(dims or {})
+    clash = sorted(set(dims) & set(table) & set(names))
+    if clash:
+        raise ValueError(f"targets {clash} are classification targets; config.data.target_dims declares them as vectors")
+    return {str(n): ((int(dims[n]),) if n in dims else int(table.get(n, 1))) for n in names}
 
 
 def term_weights(config: ml_collections.ConfigDict) -> dict[str, float]:
@@ -139,6 +145,11 @@ class XxactSystem(System):
         if task_sampling not in ("uniform", "all"):
             raise ValueError(f"config.system.task_sampling={task_sampling!r}; expected 'uniform' or 'all'")
         self.net, self.outputs, self.terms = net, dict(outputs), dict(terms)
+        vectors = sorted(k for k, v in self.outputs.items() if isinstance(v, (tuple, list)))
+        if vectors:
+            raise ValueError(f"XxaCT-NN's sampled multi-task loss scores one scalar per example and task; {vectors} "
+                             "are vector targets (config.data.target_dims): train them with a baseline (cgcnn, "
+                             "crabnet, xrd_transformer) or a multimodal system")
         self.mask_ratio, self.task_sampling = float(mask_ratio), task_sampling
         self.num_tokens = int(net.xrd.num_tokens)
         if self.terms.get("supervised", 0) > 0 and not self.outputs:
@@ -254,7 +265,7 @@ def make_xxact(config: ml_collections.ConfigDict) -> XxactSystem:
     """Factory: ``config.system.{composition, xrd, fusion}`` (module kwargs), ``mask_ratio``,
     ``temperature_init``, ``learnable_temperature``, ``task_sampling``, ``remat``;
     ``config.objective.terms``; ``config.data.targets``; ``config.train.compute_dtype``."""
-    from mmjax.data.spec import config_targets
+    from mmjax.data.spec import config_target_dims, config_targets
 
     s = config.system
     dtype = compute_dtype(config)
@@ -262,7 +273,7 @@ def make_xxact(config: ml_collections.ConfigDict) -> XxactSystem:
     comp = CrabNet(**_section(config, "composition"), use_cls_token=True, remat=remat, dtype=dtype)
     xrd = XrdTransformer(**_section(config, "xrd"), remat=remat, dtype=dtype)
     fusion = CrossAttentionFusion(**_section(config, "fusion"), remat=remat, dtype=dtype)
-    outputs = task_outputs(config_targets(config))
+    outputs = task_outputs(config_targets(config), dims=config_target_dims(config))
     net = XxactNet(comp, xrd, fusion, tuple(outputs.items()), xrd.patch_size,
                    float(s.get("temperature_init", 0.07)), bool(s.get("learnable_temperature", True)))
     return XxactSystem(net, outputs, term_weights(config), mask_ratio=float(s.get("mask_ratio", 0.05)),

@@ -33,7 +33,8 @@ import jax
 import ml_collections
 import numpy as np
 
-from mmjax.data.spec import config_targets  # noqa: F401 (re-exported: data/spec.py is its home)
+from mmjax.data.spec import check_target_shapes, config_targets  # noqa: F401 (config_targets re-exported: data/spec.py is its home)
+from mmjax.data.pipeline import target_moments
 
 Batch = dict[str, Any]
 log = logging.getLogger(__name__)
@@ -587,6 +588,7 @@ def featurized_source(config: ml_collections.ConfigDict, split: str, input_path:
     modalities = config_modalities(config) or stored_modalities(ds)
     check_modalities(ds, modalities, f"system {config.system.name!r}")
     targets = list(config_targets(config))
+    check_target_shapes(ds.manifest.schema, config, targets)
     if use_input:
         have = {k.split("/", 1)[1] for k in ds.manifest.schema if k.startswith(("target/", "label/"))}
         targets = [t for t in targets if t in have]
@@ -612,16 +614,21 @@ def featurized_source(config: ml_collections.ConfigDict, split: str, input_path:
 
 def target_statistics(config, workdir: str | None = None) -> dict[str, dict]:
     """``{name: {"kind": "regression", "mean", "std"} | {"kind": "class", "offset"}}`` of the
-    configured targets, as the Batches of the configured (training) data carry them."""
+    configured targets, as the Batches of the configured (training) data carry them (for a
+    vector target ``mean`` / ``std`` are lists, one per component, and ``"shape": [d]``)."""
     ds = prepare_dataset(config, workdir)
     stats = ds.manifest.statistics.get("targets", {})
     norm = bool(_opt(_data(config), "normalize_targets", False))
     out = {}
     for name in config_targets(config):
         if f"target/{name}" in ds.manifest.schema:
-            s = stats.get(name, {})
-            out[name] = {"kind": "regression", "mean": float(s.get("mean", 0.0)) if norm else 0.0,
-                         "std": (float(s.get("std") or 1.0)) if norm else 1.0}
+            shape = tuple(ds.manifest.schema[f"target/{name}"]["shape"])
+            mean, std = target_moments(stats.get(name, {}), shape) if norm else (0.0, 1.0)
+            out[name] = {"kind": "regression", "mean": np.asarray(mean).tolist(), "std": np.asarray(std).tolist()}
+            if shape:
+                out[name]["shape"] = list(shape)
+                if not norm:
+                    out[name].update(mean=[0.0] * shape[0], std=[1.0] * shape[0])
         elif f"label/{name}" in ds.manifest.schema:
             out[name] = {"kind": "class", "offset": CLASS_LABEL_OFFSETS.get(name, 0)}
     return out

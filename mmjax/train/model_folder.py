@@ -27,7 +27,7 @@ import ml_collections
 from mmjax.train.loop import _flatten, config_json
 
 # Dotted prefixes of the keys that define the trained model (its parameters and its inputs).
-MODEL_KEYS = ("system", "data.modalities", "data.targets", "data.features", "data.text_model", "data.text_pooling",
+MODEL_KEYS = ("system", "data.modalities", "data.targets", "data.target_dims", "data.features", "data.text_model", "data.text_pooling",
               "data.normalize_targets")
 DATA_PREFIX = "data."
 

@@ -24,7 +24,8 @@ lives in ``<workdir>/data`` unless ``config.data.data_dir``).
   one column per target (regression in target units; classification as the class label, e.g.
   space group 1..230), plus ``<target>_sigma`` (exp(log sigma) x std, target units) for a
   ``robust_l1`` target, ``crystal_system_name`` beside the crystal-system index, and
-  ``<target>_true`` where the input has labels; ``predictions.npz`` holds ``ids``, the raw head
+  ``<target>_true`` where the input has labels; a vector target (``config.data.target_dims``)
+  gives each of these per component, ``<target>_<i>[_sigma|_true]``. ``predictions.npz`` holds ``ids``, the raw head
   outputs (normalised units, logits) and ``<target>_probabilities`` (softmax) of classification
   targets, rows as in the CSV.
 * ``embed``: `System.embed` over the same inputs -> ``<workdir>/embeddings.npz`` with ``ids``
@@ -291,6 +292,13 @@ def target_stats(config, workdir: str) -> dict:
     return stats
 
 
+def to_target_units(values: np.ndarray, st: dict) -> np.ndarray:
+    """Batched (normalised) regression values ``[n]`` / ``[n, d]`` -> target units (float64):
+    ``y * std + mean``, per component for a vector target."""
+    return (np.asarray(values, np.float64) * np.asarray(st["std"], np.float64)
+            + np.asarray(st["mean"], np.float64))
+
+
 def real_unit_outputs(outputs: dict[str, np.ndarray], stats: dict) -> dict[str, np.ndarray]:
     """Predictions in target units: regression ``y * std + mean``; classification the argmax
     class plus its label offset (e.g. space group 1..230). Keys: target names."""
@@ -300,14 +308,16 @@ def real_unit_outputs(outputs: dict[str, np.ndarray], stats: dict) -> dict[str, 
             continue
         v = np.asarray(outputs[name])
         if st["kind"] == "regression":
-            out[name] = v.astype(np.float64) * st["std"] + st["mean"]
+            out[name] = to_target_units(v, st)
         else:
             out[name] = np.argmax(v, axis=-1) + int(st["offset"])
     return out
 
 
 def prediction_metrics(outputs: dict[str, np.ndarray], stats: dict) -> dict[str, float]:
-    """``<target>/mae`` (target units) or ``<target>/accuracy`` over labelled rows, with ``<target>/n``."""
+    """``<target>/mae`` (target units) or ``<target>/accuracy`` over labelled rows, with ``<target>/n``.
+    A vector target's MAE runs over its labelled components (``/n`` counts them), and
+    ``<target>/mae_<i>`` gives each component's."""
     pred = real_unit_outputs(outputs, stats)
     metrics = {}
     for name, st in stats.items():
@@ -316,10 +326,15 @@ def prediction_metrics(outputs: dict[str, np.ndarray], stats: dict) -> dict[str,
         mask = outputs[f"target_mask/{name}"].astype(bool)
         if not mask.any():
             continue
-        y = outputs[f"target/{name}"][mask]
         if st["kind"] == "regression":
-            metrics[f"{name}/mae"] = float(np.mean(np.abs(pred[name][mask] - (y * st["std"] + st["mean"]))))
+            err = np.abs(pred[name] - to_target_units(outputs[f"target/{name}"], st))
+            metrics[f"{name}/mae"] = float(np.mean(err[mask]))
+            if err.ndim == 2:
+                for i in range(err.shape[1]):
+                    if mask[:, i].any():
+                        metrics[f"{name}/mae_{i}"] = float(np.mean(err[mask[:, i], i]))
         else:
+            y = outputs[f"target/{name}"][mask]
             metrics[f"{name}/accuracy"] = float(np.mean(pred[name][mask] == y + int(st["offset"])))
         metrics[f"{name}/n"] = int(mask.sum())
     return metrics
@@ -420,10 +435,12 @@ def run_predict(config, workdir, input_path=None, output: str | None = None, ove
     real = real_unit_outputs(outputs, stats)
     columns = {"id": outputs["ids"]}
     for name in names:
-        columns[name] = real.get(name, outputs[name])
+        vector = stats.get(name, {}).get("shape")
+        _put(columns, name, real.get(name, outputs[name]), vector)
         if f"{name}/log_sigma" in outputs and stats.get(name, {}).get("kind") == "regression":
             # RobustL1 heads: the predicted scale in target units (CrabNet's uncertainty)
-            columns[f"{name}_sigma"] = np.exp(outputs[f"{name}/log_sigma"].astype(np.float64)) * stats[name]["std"]
+            sigma = np.exp(outputs[f"{name}/log_sigma"].astype(np.float64)) * np.asarray(stats[name]["std"])
+            _put(columns, name, sigma, vector, "_sigma")
         if name == "crystal_system" and name in real:
             columns["crystal_system_name"] = np.asarray(
                 [CRYSTAL_SYSTEMS[int(i)] if 0 <= int(i) < len(CRYSTAL_SYSTEMS) else "" for i in real[name]])
@@ -431,8 +448,8 @@ def run_predict(config, workdir, input_path=None, output: str | None = None, ove
         if f"target/{name}" in outputs and name in stats:
             st, mask = stats[name], outputs[f"target_mask/{name}"].astype(bool)
             y = outputs[f"target/{name}"].astype(np.float64)
-            y = y * st["std"] + st["mean"] if st["kind"] == "regression" else y + st["offset"]
-            columns[f"{name}_true"] = np.where(mask, y, np.nan)
+            y = to_target_units(y, st) if st["kind"] == "regression" else y + st["offset"]
+            _put(columns, name, np.where(mask, y, np.nan), st.get("shape"), "_true")
     if jax.process_index() == 0:
         path = _output_path(workdir, output, "predictions.csv")
         with open(path, "w", newline="", encoding="utf-8") as fh:
@@ -447,6 +464,16 @@ def run_predict(config, workdir, input_path=None, output: str | None = None, ove
         np.savez(os.path.splitext(path)[0] + ".npz", ids=np.asarray(outputs["ids"]).astype(str), **raw, **probs)
         print(f"wrote {path}: {len(outputs['ids'])} rows, columns {list(columns)}", flush=True)
     return columns
+
+
+def _put(columns: dict, name: str, values: np.ndarray, vector, suffix: str = "") -> None:
+    """CSV column ``name + suffix``; a vector target's ``[n, d]`` values one column per component,
+    ``<name>_<i><suffix>``."""
+    if vector:
+        for i in range(np.asarray(values).shape[1]):
+            columns[f"{name}_{i}{suffix}"] = np.asarray(values)[:, i]
+    else:
+        columns[f"{name}{suffix}"] = values
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:

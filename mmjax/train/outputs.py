@@ -17,7 +17,7 @@ def collect_outputs(method: Callable, params, params_shardings, mesh, iterator, 
 
     Returns ``{output name: [n, ...]}`` plus ``ids`` (unicode [n], from ``iterator.last_ids()``
     when it has them, else running numbers) and, with `with_targets`, ``target/<name>`` and
-    ``target_mask/<name>`` ([n]) of the batches.
+    ``target_mask/<name>`` ([n], or [n, d] for a vector target) of the batches.
     """
     apply = make_apply_fn(method, params_shardings, mesh)
     chunks: dict[str, list] = {}
@@ -29,8 +29,9 @@ def collect_outputs(method: Callable, params, params_shardings, mesh, iterator, 
         out["slot_valid"] = batch["slot_valid"].reshape(-1)
         if with_targets:
             for name, t in batch.get("targets", {}).items():
-                out[f"target/{name}"] = t.reshape(-1)
-                out[f"target_mask/{name}"] = batch["target_mask"][name].reshape(-1)
+                out[f"target/{name}"] = t.reshape(-1, *t.shape[2:])  # [n] ([n, d] for a vector target)
+                m = batch["target_mask"][name]
+                out[f"target_mask/{name}"] = m.reshape(-1, *m.shape[2:])
         if jax.process_count() > 1:
             from jax.experimental import multihost_utils
 

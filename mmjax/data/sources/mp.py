@@ -24,7 +24,7 @@ from mmjax.data.material import DOS, Material, RecordError
 from mmjax.data.sources.compressed import load_json
 from mmjax.data.sources.result import ReadResult, SourceError, unique_ids
 from mmjax.data.sources.structure_text import parse_structure
-from mmjax.data.sources.tabular import json_safe, to_float
+from mmjax.data.sources.tabular import json_safe, to_target
 
 ID_KEYS = ("material_id", "task_id", "id")
 CHARGE_KEYS = ("chgcar", "charge_density")
@@ -118,8 +118,10 @@ def read_mp_json(
 ) -> ReadResult:
     """Read Materials Project documents (layouts in the module docstring).
 
-    targets: property fields to keep as float targets (missing/null -> NaN); None = every
-        top-level number in the document. Other scalar fields (strings, bools) go to ``meta``;
+    targets: property fields to keep as targets (missing/null -> NaN): a number, a list of
+        numbers (a vector target) or a square symmetric matrix such as a 6 x 6 elastic tensor (its
+        21 independent entries; `mmjax.data.sources.tabular.to_target`); None = every top-level
+        number in the document. Other scalar fields (strings, bools) go to ``meta``;
         nested fields other than structure / dos / charge density are dropped.
     spin: DOS channel handling, see ``parse_dos``. limit: first ``limit`` documents only.
     A bad document (no id, no structure, malformed DOS or grid) becomes a ``RecordError``.
@@ -166,7 +168,7 @@ def _material(rid, row, doc, targets, spin, path) -> Material:
     return Material(
         id=rid,
         structure=structure,
-        targets={t: to_float(doc.get(t), t) for t in target_keys},
+        targets={t: to_target(doc.get(t), t) for t in target_keys},
         dos=dos,
         charge_density=charge,
         meta=meta,

@@ -15,7 +15,7 @@ from mmjax.data.material import Material, RecordError
 from mmjax.data.sources.compressed import load_json
 from mmjax.data.sources.result import ReadResult, SourceError
 from mmjax.data.sources.structure_text import parse_structure
-from mmjax.data.sources.tabular import json_safe, to_float
+from mmjax.data.sources.tabular import json_safe, to_target
 
 STRUCTURE_KEYS = ("poscar", "cif", "structure")
 
@@ -32,7 +32,8 @@ def read_poscar_json(
 ) -> ReadResult:
     """Read ``{id: {"poscar": text, ...}}`` (CIF text under "cif" also works), in file order.
 
-    targets: fields to use as float targets (null -> NaN); None = every field whose values are
+    targets: fields to use as targets (null -> NaN; a list of numbers or a square symmetric
+        matrix is a vector target, `mmjax.data.sources.tabular.to_target`); None = every field whose values are
         numbers or null in the records read (so ``band_gap`` for JARVIS, none for CDVAE files).
     Every other field (e.g. ``cdvae_split``, ``edos_up``) goes to ``Material.meta`` unchanged,
     plus ``meta["source_file"]``. limit: read only the first ``limit`` entries.
@@ -67,7 +68,7 @@ def read_poscar_json(
                 Material(
                     id=rid,
                     structure=structure,
-                    targets={t: to_float(rec.get(t), t) for t in target_keys},
+                    targets={t: to_target(rec.get(t), t) for t in target_keys},
                     meta=meta,
                 )
             )

@@ -53,6 +53,32 @@ def to_float(value: Any, name: str) -> float:
         raise ValueError(f"target {name!r} is not a number: {value!r}") from None
 
 
+def to_target(value: Any, name: str) -> float | np.ndarray:
+    """A target value: a number as `to_float`; a 1-D list of numbers -> float64 [d] (a vector
+    target; null entries -> NaN); a square symmetric matrix (e.g. a 6 x 6 Voigt elastic tensor)
+    -> its d (d + 1) / 2 independent entries, the upper triangle row by row (21 for 6 x 6).
+    Raises ValueError naming the target otherwise."""
+    if not isinstance(value, (list, tuple, np.ndarray)):
+        return to_float(value, name)
+    try:
+        arr = np.asarray([[math.nan if is_missing(x) else x for x in row] for row in value] if
+                         value and isinstance(value[0], (list, tuple, np.ndarray)) else
+                         [math.nan if is_missing(x) else x for x in value], np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"target {name!r} is not a list of numbers: {value!r}"[:200]) from None
+    if arr.ndim == 1 and arr.size:
+        return arr
+    if arr.ndim == 2 and arr.shape[0] == arr.shape[1] and arr.size:
+        finite = np.isfinite(arr) & np.isfinite(arr.T)
+        scale = float(np.max(np.abs(arr[finite]), initial=0.0))
+        if not np.allclose(arr[finite], arr.T[finite], rtol=1e-6, atol=1e-9 * max(scale, 1.0)):
+            raise ValueError(f"target {name!r} is a {arr.shape[0]} x {arr.shape[1]} matrix that is not symmetric; "
+                             "give its components as a flat list")
+        return arr[np.triu_indices(arr.shape[0])]
+    raise ValueError(f"target {name!r} has shape {list(arr.shape)}: a target is a number, a list of numbers "
+                     "or a square symmetric matrix")
+
+
 def json_safe(value: Any) -> Any:
     """Plain-Python, JSON-serialisable version of a table cell (NaN -> None, numpy -> Python)."""
     if isinstance(value, np.generic):
