@@ -213,7 +213,9 @@ def labelled_copy(pre_cfg, cache: pathlib.Path, labels: dict, source: str = "lin
 
 
 SAME_SETTINGS = ("epochs", "steps", "batch_size", "lr", "weight_decay", "patience", "val_fraction", "seed", "system",
-                 "quick", "set", "config", "structures", "control")
+                 "quick", "set", "config", "structures", "control", "train_fraction")
+# values of settings added later, for results written before they existed
+LATER_SETTINGS = {"set": [], "config": "", "structures": "labelled", "train_fraction": 1.0}
 
 
 def reused_folds(folder: pathlib.Path, args, protocol: str) -> dict[int, tuple]:
@@ -222,9 +224,7 @@ def reused_folds(folder: pathlib.Path, args, protocol: str) -> dict[int, tuple]:
     run = json.loads((folder / "run.json").read_text())
     old = dict(run["settings"], protocol=run.get("protocol", "scratch"))
     new = fold_settings(args, protocol)
-    old.setdefault("set", [])  # runs from before --set existed
-    old.setdefault("config", "")
-    old.setdefault("structures", "labelled")  # runs from before --structures existed
+    old = {**LATER_SETTINGS, **old}  # runs from before a setting existed
     old.setdefault("control", False)
     diff = [k for k in SAME_SETTINGS + ("protocol",) if old.get(k) != new.get(k)]
     if diff:
@@ -246,13 +246,25 @@ def finished_folds(out: pathlib.Path, settings: dict) -> dict[int, tuple]:
     done = {}
     for f in sorted((out / "folds").glob("fold_*.json")):
         rec = json.loads(f.read_text())
-        diff = [k for k in settings if rec["settings"].get(k) != settings[k]]
+        had = {k: v for k, v in LATER_SETTINGS.items() if k != "structures"} | rec["settings"]
+        diff = [k for k in settings if had.get(k) != settings[k]]
         if diff:
             k = diff[0]
-            raise ValueError(f"{f} was written with other settings ({k}: {rec['settings'].get(k)!r} vs {settings[k]!r}); "
+            raise ValueError(f"{f} was written with other settings ({k}: {had.get(k)!r} vs {settings[k]!r}); "
                              f"pass another --out to keep both")
         done[int(rec["fold"])] = (rec["predictions"], rec["run"], rec["params"])
     return done
+
+
+def training_subset(rows, fraction: float, seed: int):
+    """The first ``round(fraction * len(rows))`` rows (at least 1) of a ``seed``-ed permutation of
+    ``rows``, in their original order: smaller fractions are subsets of larger ones."""
+    import numpy as np
+
+    rows = np.asarray(rows)
+    keep = max(1, int(round(fraction * len(rows))))
+    chosen = np.random.default_rng(seed).permutation(len(rows))[:keep]
+    return rows[np.sort(chosen)]
 
 
 def git_commit() -> str:
@@ -357,6 +369,9 @@ def main(argv=None) -> int:
     ap.add_argument("--patience", type=int, default=30, help="epochs without a new best validation MAE")
     ap.add_argument("--val-fraction", type=float, default=0.1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--train-fraction", type=float, default=1.0,
+                    help="learning curves: train on this fraction of each fold's training rows (a seeded subset, "
+                         "nested across fractions; the validation split and the test fold unchanged)")
     ap.add_argument("--workers", type=int, default=2, help="featurisation worker processes")
     ap.add_argument("--quick", action="store_true", help=f"smoke test: first {QUICK_ROWS} structures, tiny model, fold 0, 200 steps")
     ap.add_argument("--pretrain-steps", type=int, default=0, help="pretraining steps (0 = the protocol preset)")
@@ -386,6 +401,8 @@ def main(argv=None) -> int:
             return 1
     if args.control and args.protocol == "scratch":
         ap.error("--control is the from-scratch twin of a pretraining protocol; give --protocol xmopa or multimat")
+    if not 0 < args.train_fraction <= 1:
+        ap.error(f"--train-fraction must be in (0, 1], got {args.train_fraction}")
     if args.quick:
         args.folds, args.steps = [0], args.steps or 200
 
@@ -499,6 +516,8 @@ def main(argv=None) -> int:
             fold_runs[fold] = run
             print(f"\n== fold {fold}: finished earlier ({out}/folds/fold_{fold}.json): test MAE {run['mae']:.4f}")
             return pred, params
+        if args.train_fraction < 1:
+            train_rows = training_subset(train_rows, args.train_fraction, args.seed + 1000 * fold)
         steps_per_epoch = max(1, math.ceil(len(train_rows) / args.batch_size))
         steps = args.steps or args.epochs * steps_per_epoch
         eval_every = min(steps_per_epoch, steps) if not args.quick else 25

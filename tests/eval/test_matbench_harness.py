@@ -47,3 +47,21 @@ def test_finished_folds_resume_and_refuse_other_settings(tmp_path):
     with pytest.raises(ValueError, match=r"fold_2.json was written with other settings \(lr: 0.005 vs 0.001\)"):
         mb.finished_folds(tmp_path, dict(settings, lr=1e-3))
     assert mb.finished_folds(tmp_path / "none", settings) == {}
+    # a fold file from before --train-fraction existed is a full-training-set fold
+    assert list(mb.finished_folds(tmp_path, dict(settings, train_fraction=1.0))) == [2]
+    with pytest.raises(ValueError, match=r"other settings \(train_fraction: 1.0 vs 0.5\)"):
+        mb.finished_folds(tmp_path, dict(settings, train_fraction=0.5))
+
+
+def test_training_subsets_are_seeded_nested_and_in_order():
+    import numpy as np
+
+    mb = _harness()
+    rows = np.arange(100, 1100, 3)
+    half, three_q = mb.training_subset(rows, 0.5, 7), mb.training_subset(rows, 0.75, 7)
+    assert len(half) == round(0.5 * len(rows)) and len(three_q) == round(0.75 * len(rows))
+    assert set(half) <= set(three_q) <= set(rows)
+    assert (np.diff(half) > 0).all()  # original order kept
+    np.testing.assert_array_equal(half, mb.training_subset(rows, 0.5, 7))
+    assert set(mb.training_subset(rows, 0.5, 8)) != set(half)
+    assert len(mb.training_subset(rows[:3], 0.01, 0)) == 1
