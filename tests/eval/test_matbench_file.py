@@ -49,6 +49,7 @@ def test_a_run_over_part_of_a_task_is_refused_with_the_counts(tmp_path):
 
 def test_complete_run_loads_in_matbench(shared_data, tmp_path):
     matbench = pytest.importorskip("matbench.bench", reason="matbench 0.6 not installed (.ci/run installs it)")
+    assert hasattr(matbench, "MatbenchBenchmark"), f"{matbench.__file__} is not matbench 0.6"
     labels = load_matbench_labels(shared_data / "matbench" / "matbench_perovskites.json.bz2")
     ours = _train_mean_run(labels, tmp_path / "run")
     dst = convert(tmp_path / "run" / "results.json.gz", tmp_path / "matbench.json")

@@ -16,8 +16,11 @@ from mmjax.train import mesh as mesh_lib
 from mmjax.train.data import SyntheticBatches
 from mmjax.train.prefetch import batch_put_fn
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "benchmarks"))
+BENCH = str(pathlib.Path(__file__).resolve().parents[2] / "benchmarks")
+sys.path.insert(0, BENCH)
 import throughput  # noqa: E402
+
+sys.path.remove(BENCH)  # benchmarks/matbench.py would shadow the matbench package for every later test
 
 
 def test_columns_hand_computed():
