@@ -364,7 +364,7 @@ def learning_curve_analysis(config: ml_collections.ConfigDict, workdir: str, *, 
 def dataset_labels(dataset, ids: np.ndarray) -> dict[str, np.ndarray]:
     """Labels of the materials `ids` from the stored dataset: ``space_group`` int [n] (1..230, 0 =
     unknown), ``crystal_system`` int [n] (index into CRYSTAL_SYSTEMS, -1 = unknown) and every
-    regression target ``<name>`` float [n] (NaN = missing)."""
+    regression target ``<name>`` float [n] ([n, d] for a vector target; NaN = missing)."""
     pos = {str(i): k for k, i in enumerate(np.asarray(dataset.ids))}
     missing = [i for i in ids if str(i) not in pos]
     if missing:
@@ -378,6 +378,7 @@ def dataset_labels(dataset, ids: np.ndarray) -> dict[str, np.ndarray]:
             out[name] = np.where(present, values, unknown).astype(np.int64)[rows]
     for name in dataset.manifest.target_names:
         present, values = dataset.column(f"target/{name}")
+        present = present.reshape(present.shape + (1,) * (values.ndim - 1))  # a vector target: per row
         out[name] = np.where(present, values.astype(np.float64), np.nan)[rows]
     return out
 
@@ -410,6 +411,10 @@ def linear_probe_analysis(config: ml_collections.ConfigDict, workdir: str, *, in
                              "so that train, eval and test are non-empty")
     labels = dataset_labels(ds, out["ids"])
     names = [n for n in ds.manifest.target_names if regression_targets is None or n in regression_targets]
+    vectors = [n for n in names if labels[n].ndim > 1]
+    if vectors and regression_targets is not None:
+        raise ValueError(f"linear-probe: {vectors} are vector targets; the probe fits scalar regression targets")
+    names = [n for n in names if n not in vectors]  # the probe fits scalar targets only
     embeds = {k: np.asarray(v, np.float64) for k, v in out.items() if k != "ids" and np.ndim(v) == 2}
     probe_dir = os.path.join(workdir, "linear_probe")
     np.savez(os.path.join(_mkdir(probe_dir), "embeddings.npz"), ids=out["ids"],
@@ -515,7 +520,9 @@ def finetune_tasks(config: ml_collections.ConfigDict, workdir: str, *, init_from
         summary = run_finetune(finetune_target_config(cfg, t, init_from), os.path.join(workdir, t))
         present, y = ds.column(f"target/{t}")
         tr, te = [p[present[p]] for p in (parts["train"], parts["test"])]
-        dummy = float(np.mean(np.abs(y[te] - y[tr].mean()))) if len(tr) and len(te) else float("nan")
+        # train-mean baseline (per component for a vector target; NaN components unlabelled)
+        dummy = (float(np.nanmean(np.abs(y[te] - np.nanmean(y[tr], axis=0)))) if len(tr) and len(te)
+                 else float("nan"))
         test = summary.get("test", {})
         res["tasks"][t] = {"test_mae": test.get(f"{t}/mae"), "n_test": test.get(f"{t}/n"),
                            "dummy_mae": dummy, "steps": int(summary["steps"]), "wall_s": summary.get("wall_s")}

@@ -91,6 +91,10 @@ def target_values(dataset, target: str) -> np.ndarray:
     if key not in dataset.manifest.schema:
         have = sorted(k.split("/", 1)[1] for k in dataset.manifest.schema if k.startswith("target/"))
         raise KeyError(f"dataset at {dataset.root} has no regression target {target!r}; targets: {have}")
+    if dataset.manifest.schema[key]["shape"]:
+        raise ValueError(f"target {target!r} is a vector ({dataset.manifest.schema[key]['shape']} per record); the "
+                         "benchmark fit takes scalar targets: train vector targets with `python -m mmjax.main` "
+                         "(config.data.target_dims)")
     present, values = dataset.column(key)
     return np.where(present, values.astype(np.float64), np.nan)
 

@@ -331,3 +331,11 @@ def test_elastic_run_without_the_declaration_is_refused_before_training(elastic_
     c.data.data_dir = str(workdir / "data")  # the cached featurised data: nothing is recomputed
     with pytest.raises(ValueError, match="declare it with config.data.target_dims.elastic=21"):
         run_train(c, str(tmp_path / "run2"))
+
+
+def test_benchmark_fit_refuses_a_vector_target_by_name(vector_dataset):
+    from mmjax.eval.fit import target_values
+
+    ds, _ = vector_dataset
+    with pytest.raises(ValueError, match="target 'v' is a vector \\(\\[4\\] per record\\); the benchmark fit takes scalar"):
+        target_values(ds, "v")
