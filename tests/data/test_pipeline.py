@@ -91,7 +91,9 @@ def test_batch_layout_matches_records(dataset):
         assert g.n_node.shape == (2, 5) and g.n_node.dtype == np.int32
         assert (g.n_node.sum(1) == 48).all() and (g.n_edge.sum(1) == 96).all()
         assert batch["xrd"].shape == (2, 4, XRD_L) and batch["xrd"].dtype == np.float32
-        assert batch["composition"]["atomic_numbers"].shape == (2, 4, 8)  # schema.MAX_ELEMENTS
+        # element slots: the dataset's largest composition
+        m_max = dataset.manifest.padding["composition/elements"]["max"]
+        assert batch["composition"]["atomic_numbers"].shape == (2, 4, m_max) and m_max < 8
         for dev in range(2):
             slots = _unpack_graphs(g, dev)
             pad_z, pad_s, pad_r, pad_d = slots[-1]
@@ -117,7 +119,7 @@ def test_batch_layout_matches_records(dataset):
                 m = len(rec["composition/atomic_numbers"])
                 comp = batch["composition"]
                 np.testing.assert_array_equal(comp["atomic_numbers"][dev, slot, :m], rec["composition/atomic_numbers"])
-                np.testing.assert_array_equal(comp["mask"][dev, slot], np.arange(8) < m)
+                np.testing.assert_array_equal(comp["mask"][dev, slot], np.arange(m_max) < m)
                 assert (comp["atomic_numbers"][dev, slot, m:] == 0).all()
                 y = rec["target/gap"]
                 assert batch["target_mask"]["gap"][dev, slot] == np.isfinite(y)
