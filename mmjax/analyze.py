@@ -482,15 +482,19 @@ def _bar_chart(values: dict[tuple[str, str], float], ylabel: str, path: str, bas
 # ------------------------------------------------------------------------------ 5. fine-tuning tasks
 
 
-def finetune_target_config(config: ml_collections.ConfigDict, target: str, init_from: str) -> ml_collections.ConfigDict:
+def finetune_target_config(config: ml_collections.ConfigDict, target: str, init_from: str,
+                           components: int = 0) -> ml_collections.ConfigDict:
     """`config` for fine-tuning on one regression `target`: ``data.targets = (target,)``, a
-    one-output head (``system.targets = {target: 1}`` where the system reads its heads there),
-    ``train.init_from`` = `init_from`."""
+    one-output head (``system.targets = {target: 1}`` where the system reads its heads there;
+    ``(components,)`` and ``data.target_dims`` for a vector target), ``train.init_from`` = `init_from`."""
     c = _copy(config)
     with c.unlocked():
         c.data.targets = (target,)
+        if components:
+            c.data.target_dims = ml_collections.ConfigDict({target: int(components)}, type_safe=False)
         if "targets" in c.system:
-            c.system.targets = ml_collections.ConfigDict({target: 1}, type_safe=False)
+            c.system.targets = ml_collections.ConfigDict({target: (int(components),) if components else 1},
+                                                         type_safe=False)
         c.train.init_from = os.path.abspath(init_from)
     return c
 
@@ -517,7 +521,9 @@ def finetune_tasks(config: ml_collections.ConfigDict, workdir: str, *, init_from
     parts = split_indices(cfg, len(ds))
     res, rows = {"init_from": os.path.abspath(init_from), "tasks": {}}, []
     for t in targets:
-        summary = run_finetune(finetune_target_config(cfg, t, init_from), os.path.join(workdir, t))
+        shape = ds.manifest.schema[f"target/{t}"]["shape"]
+        summary = run_finetune(finetune_target_config(cfg, t, init_from, shape[0] if shape else 0),
+                               os.path.join(workdir, t))
         present, y = ds.column(f"target/{t}")
         tr, te = [p[present[p]] for p in (parts["train"], parts["test"])]
         # train-mean baseline (per component for a vector target; NaN components unlabelled)

@@ -271,8 +271,9 @@ def featurize_material(material: Material, spec: FeatureSpec) -> dict:
 
 def target_value(record_id: str, name: str, value: Any) -> np.ndarray | None:
     """A material's target as stored: float32 ``[]``, or ``[d]`` for a vector target (NaN
-    components stay, as unlabelled components); None when unlabelled (None, absent or a scalar
-    NaN: the record then has no ``"target/<name>"`` key, whatever the target's shape elsewhere).
+    components stay, as unlabelled components); None when unlabelled (None, absent, a scalar NaN
+    or an all-NaN vector: the record then has no ``"target/<name>"`` key, whatever the target's
+    shape elsewhere).
     Raises `RecordError` for a non-number, an empty or a multi-dimensional value."""
     if value is None:
         return None
@@ -285,6 +286,8 @@ def target_value(record_id: str, name: str, value: Any) -> np.ndarray | None:
     if arr.ndim != 1 or arr.size == 0:
         raise RecordError(record_id, f"target {name!r} has shape {list(arr.shape)}: a target is a number or a "
                                      "1-D vector of numbers")
+    if not np.isfinite(arr).any():
+        return None  # no labelled component: unlabelled, like a scalar NaN
     return arr.astype(np.float32)
 
 

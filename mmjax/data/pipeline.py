@@ -220,12 +220,16 @@ class BatchAssembler:
         target), "label/<name>" -> int32 class.
     normalize_targets: regression targets become (y - mean) / std (manifest statistics; per
         component for a vector target).
+    target_stats: ``{name: {"kind": "regression", "mean", "std"[, "shape"]} | {"kind": "class"}}``
+        (a trained model's ``targets.json``): these targets use that normalisation instead of this
+        dataset's (so labels of new inputs are in the units the model was trained in), and one
+        this dataset lacks is batched as unlabelled everywhere.
     Missing targets are 0 with ``target_mask`` False (never NaN in a batch).
     """
 
     def __init__(self, manifest, batch_size: int, n_devices: int, budget: GraphBudget | None,
                  modalities: Sequence[str], targets: Sequence[str], normalize_targets: bool = False,
-                 max_elements: int | None = None):
+                 max_elements: int | None = None, target_stats: dict | None = None):
         if batch_size % n_devices:
             raise ValueError(f"batch_size {batch_size} is not divisible by {n_devices} devices")
         self.schema = manifest.schema
@@ -245,8 +249,22 @@ class BatchAssembler:
                             or S.MAX_ELEMENTS)
         self.max_elements = max_elements
         self.targets = []
+        fixed_stats = dict(target_stats or {})
         for name in targets:
-            if f"target/{name}" in self.schema:
+            st = fixed_stats.get(name)
+            if st is not None:  # another dataset's normalisation (a model's training data), as its targets.json
+                shape = tuple(st.get("shape", ()))
+                key = f"target/{name}" if st["kind"] == "regression" else f"label/{name}"
+                if key in self.schema and tuple(self.schema[key]["shape"]) != shape:
+                    raise ValueError(f"{key} is {list(self.schema[key]['shape'])} per record here, "
+                                     f"{list(shape)} in the training data")
+                key = key if key in self.schema else None  # not in this dataset: every slot unlabelled
+                if st["kind"] == "regression":
+                    mean, std = target_moments(st, shape)
+                    self.targets.append((name, key, True, mean, std, shape))
+                else:
+                    self.targets.append((name, key, False, 0.0, 1.0, ()))
+            elif f"target/{name}" in self.schema:
                 key, stats = f"target/{name}", manifest.statistics.get("targets", {}).get(name, {})
                 shape = tuple(self.schema[key]["shape"])
                 if normalize_targets and not np.sum(stats.get("count", 0)):
@@ -278,7 +296,7 @@ class BatchAssembler:
                 keys += ["dos/densities", "dos/mask"]
             else:
                 keys.append(PRESENCE_KEYS[m])
-        keys += [t[1] for t in self.targets]
+        keys += [t[1] for t in self.targets if t[1] is not None]
         return keys
 
     def _dense_shape(self, key: str) -> tuple:
@@ -322,7 +340,7 @@ class BatchAssembler:
                 ok = np.zeros((D, B, *shape), bool)
                 for d, recs in enumerate(device_records):
                     for i, r in enumerate(recs):
-                        if key in r:
+                        if key is not None and key in r:
                             vals[d, i] = r[key]
                             ok[d, i] = True
                 if regression:
@@ -393,11 +411,12 @@ class BatchAssembler:
         if self.targets:
             batch["targets"], batch["target_mask"] = {}, {}
             for name, key, regression, mean, std, shape in self.targets:
-                present, values = fixed(key)
                 vals = np.zeros((D, B, *shape), np.float32 if regression else np.int32)
                 ok = np.zeros((D, B, *shape), bool)
-                vals[dev, slot] = values.reshape(len(idx), *shape)
-                ok[dev, slot] = present.reshape(len(idx), *[1] * len(shape))
+                if key is not None:
+                    present, values = fixed(key)
+                    vals[dev, slot] = values.reshape(len(idx), *shape)
+                    ok[dev, slot] = present.reshape(len(idx), *[1] * len(shape))
                 if regression:
                     ok &= np.isfinite(vals)
                     vals = np.where(ok, (vals - mean) / std, 0.0).astype(np.float32)
@@ -662,6 +681,7 @@ def make_batches(
     max_elements: int | None = None,
     percentile: float | None = 95.0,
     order: str = "numpy",
+    target_stats: dict | None = None,
 ) -> BatchIterator:
     """Batches of ``batch_size`` material slots (global, split over ``devices``) from ``dataset``.
 
@@ -674,6 +694,7 @@ def make_batches(
     devices: a number or a list of devices (only its length is used).
     modalities: Batch modalities (default: every modality the dataset stores).
     targets: target / label names (default: all "target/*" and "label/*" columns).
+    target_stats: a trained model's target normalisation (`BatchAssembler`).
     order: "numpy" (per-epoch permutation array) or "grain" (grain's index shuffle); see IndexStream.
     """
     n_dev = devices if isinstance(devices, int) else len(devices)
@@ -692,6 +713,7 @@ def make_batches(
         if budgets is None:
             budgets = budgets_from_manifest(m, batch_size // n_dev, percentile=percentile)
         check_dataset_budget(dataset, budgets)
-    assembler = BatchAssembler(m, batch_size, n_dev, budgets, modalities, targets, normalize_targets, max_elements)
+    assembler = BatchAssembler(m, batch_size, n_dev, budgets, modalities, targets, normalize_targets, max_elements,
+                               target_stats)
     return BatchIterator(dataset, assembler, seed=seed, shuffle=shuffle, num_epochs=num_epochs,
                          drop_remainder=drop_remainder, order=order)

@@ -29,6 +29,10 @@ def config_target_dims(config) -> dict[str, int]:
     system = config.get("system", None) if hasattr(config, "get") else None
     targets = system.get("targets", None) if system is not None else None
     for name, n in (dict(targets.items()) if targets is not None and hasattr(targets, "items") else {}).items():
+        if name in dims and not isinstance(n, (tuple, list)):
+            raise ValueError(f"target {name!r}: config.system.targets.{name}={n!r} is a class count (or 1, a scalar) "
+                             f"but config.data.target_dims declares {dims[name]} components; write "
+                             f"config.system.targets.{name}=({dims[name]},)")
         if isinstance(n, (tuple, list)):
             d = int(n[0]) if len(n) == 1 else -1
             if d < 1:

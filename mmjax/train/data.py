@@ -573,9 +573,10 @@ def featurized_source(config: ml_collections.ConfigDict, split: str, input_path:
     "predict" (`input_path` when given, else ``config.data.predict_split``; one pass, in order).
     Batches hold ``config.data.batch_per_device`` slots per device, graph budgets from the
     manifest (``config.data.budget_percentile``), the modalities of ``config.data.modalities``
-    (a missing one is named in the error) and the targets of `config_targets` (for a predict
-    `input_path`, only those the input has). Regression targets are normalised with the
-    manifest's mean / std when ``config.data.normalize_targets``.
+    (a missing one is named in the error) and the targets of `config_targets`. Regression targets
+    are normalised with the manifest's mean / std when ``config.data.normalize_targets``; for a
+    predict `input_path`, with the training data's (`training_target_stats`), and a target the
+    input has no label for is batched as unlabelled.
     `rows` (optional): ``rows(n_materials) -> dataset indices`` used instead of the split's
     (e.g. a training subset for a learning curve); batching stays that of `split`.
     """
@@ -589,9 +590,13 @@ def featurized_source(config: ml_collections.ConfigDict, split: str, input_path:
     check_modalities(ds, modalities, f"system {config.system.name!r}")
     targets = list(config_targets(config))
     check_target_shapes(ds.manifest.schema, config, targets)
+    fixed_stats = None
     if use_input:
         have = {k.split("/", 1)[1] for k in ds.manifest.schema if k.startswith(("target/", "label/"))}
-        targets = [t for t in targets if t in have]
+        # an input's labels are batched in the trained model's units (its targets.json), not
+        # normalised with the input's own mean / std; a target the input lacks is unlabelled
+        fixed_stats = training_target_stats(config, workdir) if workdir else {}
+        targets = [t for t in targets if t in have or t in fixed_stats]
     else:
         part = split if split != "predict" else _opt(_data(config), "predict_split", "test")
         if part not in SPLITS:
@@ -608,8 +613,27 @@ def featurized_source(config: ml_collections.ConfigDict, split: str, input_path:
     it = make_batches(ds, bpd * n_dev, seed=int(config.seed), shuffle=train, num_epochs=None if train else 1,
                       devices=n_dev, modalities=modalities, targets=targets,
                       normalize_targets=bool(_opt(_data(config), "normalize_targets", False)),
-                      percentile=float(_opt(_data(config), "budget_percentile", 95.0)))
+                      percentile=float(_opt(_data(config), "budget_percentile", 95.0)), target_stats=fixed_stats)
     return HostBatches(it, np.asarray(ds.ids), jax.process_index() * n_local, n_local)
+
+
+def training_target_stats(config, workdir: str) -> dict:
+    """`target_statistics` of the training data, cached in ``<workdir>/targets.json`` (written once,
+    by process 0; a model folder carries it). {} for the synthetic source."""
+    path = os.path.join(workdir, "targets.json")
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    if config.data.source == "synthetic":
+        return {}
+    stats = target_statistics(config, workdir)
+    if jax.process_index() == 0:
+        os.makedirs(workdir, exist_ok=True)
+        tmp = f"{path}.tmp{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(stats, fh, indent=2)
+        os.replace(tmp, path)
+    return stats
 
 
 def target_statistics(config, workdir: str | None = None) -> dict[str, dict]:

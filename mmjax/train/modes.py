@@ -48,7 +48,7 @@ import numpy as np
 from mmjax.data.schema import CRYSTAL_SYSTEMS
 
 from mmjax.train import mesh as mesh_lib
-from mmjax.train.data import _opt, build_iterator, peek
+from mmjax.train.data import _opt, build_iterator, peek, training_target_stats
 from mmjax.train.loop import build_engine, evaluate, make_checkpointer, sharded_target, train
 from mmjax.train.model_folder import training_config
 from mmjax.train.outputs import collect_outputs
@@ -275,21 +275,9 @@ def _restore_params(system, config, workdir, example_host_batch):
 
 
 def target_stats(config, workdir: str) -> dict:
-    """Target kinds and normalisation of the training data; cached in ``<workdir>/targets.json``."""
-    from mmjax.train.data import target_statistics
-
-    path = os.path.join(workdir, "targets.json")
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
-    if config.data.source == "synthetic":
-        return {}
-    stats = target_statistics(config, workdir)
-    if jax.process_index() == 0:
-        os.makedirs(workdir, exist_ok=True)
-        with open(path, "w", encoding="utf-8") as fh:
-            json.dump(stats, fh, indent=2)
-    return stats
+    """Target kinds and normalisation of the training data; cached in ``<workdir>/targets.json``
+    (`mmjax.train.data.training_target_stats`)."""
+    return training_target_stats(config, workdir)
 
 
 def to_target_units(values: np.ndarray, st: dict) -> np.ndarray:

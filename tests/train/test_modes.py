@@ -113,6 +113,31 @@ def test_predict_and_embed_on_an_input_folder_keep_the_ids(trained, tmp_path):
         assert np.isfinite(z["fused"]).all()
 
 
+def test_input_labels_come_back_in_their_own_units_whatever_their_spread(trained, tmp_path):
+    """Labels of an --input are batched with the training data's normalisation (targets.json):
+    labels far from the training distribution come back exactly in predictions.csv, and the
+    evaluate MAE is the one computed from the written columns (they were normalised with the
+    input's own mean / std before, then de-normalised with the training one: silently wrong)."""
+    config, workdir, _ = trained
+    import json as _json
+
+    doc, truth = {}, {}
+    for i, value in enumerate([250.0, 260.0, 275.0, 300.0]):
+        s = generate_one(2000 + i).structure
+        doc[f"x{i}"] = {"poscar": s.to(fmt="poscar"), "ewald_energy_per_atom": value}
+        truth[f"x{i}"] = value
+    src = tmp_path / "labelled.json"
+    src.write_text(_json.dumps(doc))
+    cols = run_predict(config, str(workdir), input_path=str(src), output=str(tmp_path / "p.csv"))
+    got = dict(zip(cols["id"], np.asarray(cols["ewald_energy_per_atom_true"], np.float64)))
+    assert got == pytest.approx(truth, rel=1e-6)
+    out = run_evaluate(config, str(workdir), input_path=str(src), output=str(tmp_path / "e.json"))
+    pred = np.asarray(cols["ewald_energy_per_atom"], np.float64)
+    true = np.array([truth[i] for i in cols["id"]])
+    assert out["predict/ewald_energy_per_atom/mae"] == pytest.approx(np.mean(np.abs(pred - true)), rel=1e-5)
+    assert out["predict/ewald_energy_per_atom/n"] == 4
+
+
 def test_predict_without_input_uses_the_test_split_and_evaluate(trained):
     config, workdir, _ = trained
     cols = run_predict(config, str(workdir))

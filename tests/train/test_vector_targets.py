@@ -57,11 +57,17 @@ def test_to_target_reads_numbers_lists_and_symmetric_matrices():
         to_target([[1, 2, 3], [4, 5, 6]], "x")
     with pytest.raises(ValueError, match="'x' is not a list of numbers"):
         to_target(["a", "b"], "x")
+    np.testing.assert_array_equal(to_target(np.arange(3.0), "x"), [0.0, 1.0, 2.0])  # numpy input too
+    np.testing.assert_array_equal(to_target(c, "elastic"), expect)
+    one_side = c.tolist()
+    one_side[0][1] = None  # C12 only given below the diagonal: kept
+    np.testing.assert_array_equal(to_target(one_side, "elastic"), expect)
 
 
 def test_stored_target_value_rules():
     assert target_value("m", "y", None) is None and target_value("m", "y", math.nan) is None
     assert target_value("m", "y", 1.5) == np.float32(1.5)
+    assert target_value("m", "v", [math.nan, math.nan]) is None  # no labelled component: unlabelled
     v = target_value("m", "v", [1.0, math.nan, 2.0])
     assert v.dtype == np.float32 and v.shape == (3,) and np.isnan(v[1])
     with pytest.raises(RecordError, match="'v' has shape \\[2, 2\\]"):
@@ -226,6 +232,13 @@ def test_config_declarations_are_checked_against_the_data(vector_dataset):
     c.data.target_dims = {"v": 0}
     with pytest.raises(ValueError, match="config.data.target_dims.v=0"):
         config_target_dims(c)
+    m = load_config("multimat")
+    m.data.target_dims = {"v": D}
+    m.system.targets = {"v": D}  # an int is a class count: it contradicts the declaration
+    with pytest.raises(ValueError, match=f"write config.system.targets.v=\\({D},\\)"):
+        config_target_dims(m)
+    m.system.targets = {"v": (D,)}
+    assert config_target_dims(m) == {"v": D}
 
 
 def test_xxact_refuses_vector_targets_with_a_clear_message():
@@ -339,3 +352,21 @@ def test_benchmark_fit_refuses_a_vector_target_by_name(vector_dataset):
     ds, _ = vector_dataset
     with pytest.raises(ValueError, match="target 'v' is a vector \\(\\[4\\] per record\\); the benchmark fit takes scalar"):
         target_values(ds, "v")
+
+
+def test_an_input_without_the_vector_label_predicts_and_evaluates_unlabelled(elastic_run, tmp_path):
+    """--input read with the reader's defaults names scalar fields only, so the elastic lists are
+    not labels there: predict still writes every component, evaluate reports 0 labelled values
+    (an unlabelled target is an absent key; the Batch carries it masked everywhere)."""
+    from mmjax.train.modes import run_evaluate, run_predict
+
+    cfg, workdir, _, _ = elastic_run
+    doc = {f"new{i}": {"poscar": generate_one(i).structure.to(fmt="poscar"), "elastic": voigt(i).tolist()}
+           for i in range(40, 45)}
+    src = tmp_path / "new.json"
+    src.write_text(json.dumps(doc))
+    cols = run_predict(cfg, str(workdir), input_path=str(src), output=str(tmp_path / "p.csv"))
+    assert sorted(cols["id"]) == sorted(doc) and all(f"elastic_{i}" in cols for i in range(21))
+    assert np.isnan(np.asarray(cols["elastic_0_true"], float)).all()
+    out = run_evaluate(cfg, str(workdir), input_path=str(src), output=str(tmp_path / "e.json"))
+    assert out["predict/normalised/elastic/n"] == 0 and "predict/elastic/mae" not in out

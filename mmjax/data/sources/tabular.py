@@ -60,6 +60,8 @@ def to_target(value: Any, name: str) -> float | np.ndarray:
     Raises ValueError naming the target otherwise."""
     if not isinstance(value, (list, tuple, np.ndarray)):
         return to_float(value, name)
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
     try:
         arr = np.asarray([[math.nan if is_missing(x) else x for x in row] for row in value] if
                          value and isinstance(value[0], (list, tuple, np.ndarray)) else
@@ -74,6 +76,7 @@ def to_target(value: Any, name: str) -> float | np.ndarray:
         if not np.allclose(arr[finite], arr.T[finite], rtol=1e-6, atol=1e-9 * max(scale, 1.0)):
             raise ValueError(f"target {name!r} is a {arr.shape[0]} x {arr.shape[1]} matrix that is not symmetric; "
                              "give its components as a flat list")
+        arr = np.where(np.isfinite(arr), arr, arr.T)  # an entry given on one side only is kept
         return arr[np.triu_indices(arr.shape[0])]
     raise ValueError(f"target {name!r} has shape {list(arr.shape)}: a target is a number, a list of numbers "
                      "or a square symmetric matrix")
