@@ -115,7 +115,7 @@ def test_statistics_are_per_component(vector_dataset):
     assert st["count"][2] < st["count"][0]  # the NaN components are not counted
 
 
-def batches(ds, resident_order=False, devices=2):
+def batches(ds, devices=2):
     it = make_batches(ds, 8, seed=0, shuffle=False, num_epochs=1, devices=devices, modalities=("composition",),
                       targets=("v",), normalize_targets=True)
     return list(HostBatches(it, ds.ids, 0, devices))
