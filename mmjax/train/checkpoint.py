@@ -279,6 +279,7 @@ class _async_noise_dropped:
     other unraisable exceptions still reach the previous hook. The read's own error still raises."""
 
     def __enter__(self):
+        _asyncio_read_errors_dropped()
         self._prev = sys.unraisablehook
         prev = self._prev
 
@@ -310,11 +311,20 @@ def _drop_late_loop_closed() -> None:
 
     hook._mmjax_loop_closed_filter = True
     sys.unraisablehook = hook
-    logging.getLogger("asyncio").addFilter(_orbax_task_errors)
+
+
+def _asyncio_read_errors_dropped() -> None:
+    """From the first checkpoint read on, asyncio's "... exception was never retrieved" for orbax's
+    aborted read tasks and futures is dropped (it is logged when the garbage of a failed read is
+    collected, which may be after the read's own error was reported); installed once."""
+    log = logging.getLogger("asyncio")
+    if _orbax_task_errors not in log.filters:
+        log.addFilter(_orbax_task_errors)
 
 
 def _orbax_task_errors(record: logging.LogRecord) -> bool:
-    """asyncio's "... exception was never retrieved" for orbax's aborted read tasks: dropped."""
+    """False (drop) for asyncio's "... exception was never retrieved" about an orbax task or a
+    tensorstore future (an aborted read); every other record passes."""
     text = record.getMessage()
     if "exception was never retrieved" not in text:
         return True
@@ -323,7 +333,9 @@ def _orbax_task_errors(record: logging.LogRecord) -> bool:
         if "orbax" in tb.tb_frame.f_code.co_filename:
             return False
         tb = tb.tb_next
-    return "orbax/checkpoint" not in text and "TensorStore" not in text
+    exc = record.exc_info[1] if record.exc_info else None
+    text = (text + " " + repr(exc)).lower()
+    return "orbax" not in text and "tensorstore" not in text
 
 
 _cpu_handler_installed = False

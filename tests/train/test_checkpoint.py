@@ -194,3 +194,25 @@ def test_a_readable_tree_without_params_is_a_mismatch_not_damage(engine_state, t
             ck.restore_latest_params(sharded_target(eng["abstract"], eng["shardings"]).params)
         assert ck.all_steps() == [1]
     assert not (tmp_path / "ck_corrupt").exists()
+
+
+def test_asyncio_never_retrieved_noise_of_an_aborted_read_is_dropped_and_nothing_else():
+    """asyncio's "Future exception was never retrieved" for a tensorstore read error (exactly the
+    record CI printed once: no orbax frame in its traceback, 'tensorstore' only in lower case) is
+    dropped; the same message about any other error, and any other asyncio record, still passes."""
+    import logging
+
+    from mmjax.train.checkpoint import _orbax_task_errors
+
+    def record(msg, exc):
+        return logging.LogRecord("asyncio", logging.ERROR, __file__, 1, msg, (),
+                                 (type(exc), exc, None) if exc else None)
+
+    ts = ValueError('OUT_OF_RANGE: Error opening "zarr" driver: Error reading "rng/.zarray" in OCDBT '
+                    'database [tensorstore_spec=\'{"driver":"zarr"}\']')
+    future = f"Future exception was never retrieved\nfuture: <Future finished exception={ts!r}>"
+    assert _orbax_task_errors(record(future, ts)) is False
+    assert _orbax_task_errors(record("Future exception was never retrieved", ts)) is False
+    other = KeyError("user code")
+    assert _orbax_task_errors(record(f"Task exception was never retrieved\n{other!r}", other)) is True
+    assert _orbax_task_errors(record("Executing <Task> took 0.2 seconds", None)) is True
