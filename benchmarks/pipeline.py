@@ -56,21 +56,27 @@ def bench_featurize(items, out: pathlib.Path, workers: int) -> float:
 
 def bench_batches(store_dir: pathlib.Path, batch_size: int, devices: int, max_batches: int, repeats: int,
                   vectorized: bool = True):
-    """Batches/s and materials/s of `make_batches`; ``vectorized=False``: the per-record assembly."""
+    """Batches/s and materials/s of `make_batches`; ``vectorized=False``: the per-record assembly
+    (the tests' reference, ``tests/reference_assembly.py``)."""
     from mmjax.data.pipeline import make_batches
     from mmjax.data.store import Dataset
+
+    per_record = None
+    if not vectorized:
+        sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests"))
+        from reference_assembly import PerRecordBatches as per_record
 
     ds = Dataset.open(store_dir)
     rates = []
     for r in range(repeats):
         it = make_batches(ds, batch_size, seed=r, num_epochs=None, devices=devices,
                           modalities=["crystal", "xrd", "composition"])
-        it.vectorized = vectorized
-        next(it)  # warm-up (opens memory maps)
+        batches = per_record(it) if per_record else it
+        next(batches)  # warm-up (opens memory maps)
         n_mat = 0
         t0 = time.perf_counter()
         for _ in range(max_batches):
-            next(it)
+            next(batches)
             n_mat += int(it.last_indices.__ge__(0).sum())
         dt = time.perf_counter() - t0
         rates.append((max_batches / dt, n_mat / dt))

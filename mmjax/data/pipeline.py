@@ -9,8 +9,8 @@ material that does not fit starts the next micro-batch (it is carried, never dro
 ``get_state()`` / ``set_state()`` reproduce the following batches exactly.
 
 Reading: each batch is assembled column-wise (`ColumnGather`: one fancy index per memory-mapped
-column and chunk, `BatchAssembler.assemble_indices`), equal leaf for leaf to the per-record
-assembly `BatchAssembler.assemble` (kept as the reference; ``BatchIterator.vectorized = False``).
+column and chunk, `BatchAssembler.assemble_indices`), equal leaf for leaf to a plain per-record
+assembly (the tests' reference, ``tests/reference_assembly.py``).
 
 Every leaf has a leading device axis ``[n_devices, B / n_devices, ...]`` (see
 :mod:`mmjax.data.schema`); each device's graphs are packed into the same budget, so all
@@ -108,24 +108,12 @@ class IndexStream:
         return out
 
 
-def _stack_rows(out: np.ndarray, dev: int, slots: list, rows: list) -> None:
-    """out[dev, slots[j]] = rows[j], without a temporary when the slots are 0..k-1."""
-    if not rows:
-        return
-    if slots[-1] == len(slots) - 1:  # slots are increasing, so this means slots == 0..k-1
-        np.stack(rows, out=out[dev, :len(rows)])
-    else:
-        for j, row in zip(slots, rows):
-            out[dev, j] = row
-
-
-
 class ColumnGather:
     """Batched reads of a `Dataset`'s columns for many records at once (no per-record dicts).
 
     ``fixed(key, plan(idx))`` and ``ragged(key, plan(idx))`` read the records at dataset positions
     ``idx`` (int array) with one fancy index per chunk into the memory-mapped columns, in ``idx`` order.
-    Equal to reading ``dataset.record(i, [key])`` for each i (what `BatchAssembler.assemble` is
+    Equal to reading ``dataset.record(i, [key])`` for each i (what a per-record assembly is
     given), about 10-30x less host time per batch. Uses the store's chunk layout (chunk start
     offsets, lazily opened columns), which this pipeline and `mmjax.data.store` share.
     """
@@ -213,7 +201,7 @@ def target_moments(stats: dict, shape: tuple = ()) -> tuple[float | np.ndarray, 
 
 
 class BatchAssembler:
-    """Turns per-device lists of records into one Batch (numpy, schema.py layout, device axis).
+    """Turns per-device groups of records into one Batch (numpy, schema.py layout, device axis).
 
     modalities: Batch modalities to emit (subset of those the dataset has).
     targets: names; "target/<name>" -> float32 regression ([D, B], or [D, B, d] for a vector
@@ -302,56 +290,10 @@ class BatchAssembler:
     def _dense_shape(self, key: str) -> tuple:
         return tuple(self.schema[key]["shape"])
 
-    def assemble(self, device_records: list[list[dict]]) -> dict:
-        """``device_records[d]`` = the records (at most B / n_dev) of device d's micro-batch."""
-        D, B = self.n_dev, self.slots
-        batch: dict[str, Any] = {"slot_valid": np.zeros((D, B), bool), "present": {}}
-        for m in self.modalities:
-            batch["present"][m] = np.zeros((D, B), bool)
-        for d, recs in enumerate(device_records):
-            batch["slot_valid"][d, :len(recs)] = True
-            for m in self.modalities:
-                key = PRESENCE_KEYS[m]
-                batch["present"][m][d, :len(recs)] = [key in r for r in recs]
-        if "crystal" in self.modalities:
-            batch["crystal"] = self._graphs(device_records)
-        if "composition" in self.modalities:
-            batch["composition"] = self._composition(device_records, batch["present"]["composition"])
-        for m, key in (("xrd", "xrd"), ("text", "text_embedding"), ("charge_density", "charge_density")):
-            if m in self.modalities:
-                out = np.zeros((D, B, *self._dense_shape(key)), np.float32)
-                for d, recs in enumerate(device_records):
-                    slots = [i for i, r in enumerate(recs) if key in r]
-                    _stack_rows(out, d, slots, [recs[i][key] for i in slots])
-                batch[m] = out
-        if "dos" in self.modalities:
-            L = self.dos_grid.shape[0]
-            dens, mask = np.zeros((D, B, L), np.float32), np.zeros((D, B, L), bool)
-            for d, recs in enumerate(device_records):
-                slots = [i for i, r in enumerate(recs) if "dos/densities" in r]
-                _stack_rows(dens, d, slots, [recs[i]["dos/densities"] for i in slots])
-                _stack_rows(mask, d, slots, [recs[i]["dos/mask"] for i in slots])
-            batch["dos"] = {"energies": np.broadcast_to(self.dos_grid, (D, B, L)).copy(), "densities": dens,
-                            "mask": mask}
-        if self.targets:
-            batch["targets"], batch["target_mask"] = {}, {}
-            for name, key, regression, mean, std, shape in self.targets:
-                vals = np.zeros((D, B, *shape), np.float32 if regression else np.int32)
-                ok = np.zeros((D, B, *shape), bool)
-                for d, recs in enumerate(device_records):
-                    for i, r in enumerate(recs):
-                        if key is not None and key in r:
-                            vals[d, i] = r[key]
-                            ok[d, i] = True
-                if regression:
-                    ok &= np.isfinite(vals)
-                    vals = np.where(ok, (vals - mean) / std, 0.0).astype(np.float32)
-                batch["targets"][name], batch["target_mask"][name] = vals, ok
-        return batch
-
     def assemble_indices(self, gather: ColumnGather, groups: list[list[int]]) -> dict:
-        """Same Batch as ``assemble([[dataset.record(i, self.keys) for i in g] for g in groups])``,
-        read column-wise with `gather` (vectorised over all slots of all devices)."""
+        """The Batch of the records ``groups[d]`` (dataset indices) on each device d, read
+        column-wise with `gather` (vectorised over all slots of all devices); equal leaf for leaf to
+        the plain per-record assembly (``tests/reference_assembly.py``)."""
         D, B = self.n_dev, self.slots
         lens = np.fromiter((len(g) for g in groups), np.int64, len(groups))
         if len(groups) != D or (lens > B).any():
@@ -424,7 +366,8 @@ class BatchAssembler:
         return batch
 
     def _graphs_indices(self, ragged, dev: np.ndarray, lens: np.ndarray) -> jraph.GraphsTuple:
-        """`_graphs` from column reads: records in device-major order, ``lens[d]`` of them on device d."""
+        """The padded GraphsTuple from column reads: records in device-major order, ``lens[d]`` of
+        them on device d; each device's graphs packed into the budget, padding in graph B."""
         D, B = self.n_dev, self.slots
         N, E = self.budget.n_node, self.budget.n_edge
         _, nn, z = ragged("crystal/atomic_numbers")
@@ -478,71 +421,6 @@ class BatchAssembler:
         return jraph.GraphsTuple(nodes={"atomic_numbers": nodes}, edges=edges, senders=senders,
                                  receivers=receivers, n_node=n_node, n_edge=n_edge, globals=None)
 
-    def _graphs(self, device_records: list[list[dict]]) -> jraph.GraphsTuple:
-        D, B = self.n_dev, self.slots
-        N, E = self.budget.n_node, self.budget.n_edge
-        nodes = np.zeros((D, N), np.int32)
-        senders = np.zeros((D, E), np.int32)
-        receivers = np.zeros((D, E), np.int32)
-        dist = np.zeros((D, E), np.float32)
-        extra = {k: np.zeros((D, E), _OPTIONAL_EDGE_KEYS[k][1]) for k in self.edge_extra}
-        n_node = np.zeros((D, B + 1), np.int32)
-        n_edge = np.zeros((D, B + 1), np.int32)
-        empty_i = np.zeros(0, np.int32)
-        for d, recs in enumerate(device_records):
-            an = [r.get("crystal/atomic_numbers", empty_i) for r in recs]
-            snd = [r.get("crystal/senders", empty_i) for r in recs]
-            nn = np.fromiter((len(a) for a in an), np.int32, len(recs))
-            ne = np.fromiter((len(s) for s in snd), np.int32, len(recs))
-            tn, te = int(nn.sum()), int(ne.sum())
-            if not self.budget.fits(tn, te):
-                raise ValueError(f"micro-batch of {tn} nodes / {te} edges exceeds budget {self.budget}")
-            offsets = np.zeros(len(recs), np.int32)
-            np.cumsum(nn[:-1], out=offsets[1:])
-            shift = np.repeat(offsets, ne)
-            if tn:
-                nodes[d, :tn] = np.concatenate(an)
-            if te:
-                senders[d, :te] = np.concatenate(snd) + shift
-                receivers[d, :te] = np.concatenate([r.get("crystal/receivers", empty_i) for r in recs]) + shift
-                dist[d, :te] = np.concatenate([r.get("crystal/distances", empty_i) for r in recs])
-                for k, arr in extra.items():
-                    # a record without the optional key would misalign edges: treat as all-zero
-                    arr[d, :te] = np.concatenate([r[k] if k in r else np.zeros(len(s), arr.dtype)
-                                                  for r, s in zip(recs, snd)])
-            senders[d, te:] = tn  # padding edges join the first padding node (graph B)
-            receivers[d, te:] = tn
-            n_node[d, :len(recs)] = nn
-            n_edge[d, :len(recs)] = ne
-            n_node[d, B] = N - tn
-            n_edge[d, B] = E - te
-        edges = {"distances": dist}
-        for k, arr in extra.items():
-            edges[_OPTIONAL_EDGE_KEYS[k][0]] = arr
-        return jraph.GraphsTuple(nodes={"atomic_numbers": nodes}, edges=edges, senders=senders,
-                                 receivers=receivers, n_node=n_node, n_edge=n_edge, globals=None)
-
-    def _composition(self, device_records, present) -> dict:
-        D, B, M = self.n_dev, self.slots, self.max_elements
-        z = np.zeros((D, B, M), np.int32)
-        frac = np.zeros((D, B, M), np.float32)
-        mask = np.zeros((D, B, M), bool)
-        for d, recs in enumerate(device_records):
-            slots = [i for i, r in enumerate(recs) if "composition/atomic_numbers" in r]
-            if not slots:
-                continue
-            parts = [recs[i]["composition/atomic_numbers"] for i in slots]
-            lengths = np.array([len(p) for p in parts])
-            if lengths.max() > M:
-                raise ValueError(f"a composition has {lengths.max()} elements, more than max_elements={M}")
-            rows = np.repeat(np.asarray(slots), lengths)
-            cols = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-            z[d, rows, cols] = np.concatenate(parts)
-            frac[d, rows, cols] = np.concatenate([recs[i]["composition/fractions"] for i in slots])
-            mask[d, rows, cols] = True
-        return {"atomic_numbers": z, "fractions": frac, "mask": mask}
-
-
 class BatchIterator:
     """Iterator of Batch dicts with ``get_state()`` / ``set_state()`` (small JSON-able dicts).
 
@@ -551,7 +429,7 @@ class BatchIterator:
     """
 
     def __init__(self, dataset: Dataset, assembler: BatchAssembler, *, seed: int, shuffle: bool,
-                 num_epochs: int | None, drop_remainder: bool, order: str = "numpy", vectorized: bool = True):
+                 num_epochs: int | None, drop_remainder: bool, order: str = "numpy"):
         self.dataset = dataset
         self.assembler = assembler
         self.seed, self.shuffle, self.num_epochs = int(seed), bool(shuffle), num_epochs
@@ -563,8 +441,7 @@ class BatchIterator:
         self.position = 0
         self.batches = 0
         self.last_indices = None
-        self.vectorized = vectorized
-        self._gather = ColumnGather(dataset) if vectorized else None
+        self._gather = ColumnGather(dataset)
 
     def __iter__(self):
         return self
@@ -628,10 +505,7 @@ class BatchIterator:
         return groups
 
     def __next__(self) -> dict:
-        groups = self._next_groups()
-        if self.vectorized:
-            return self.assembler.assemble_indices(self._gather, groups)
-        return self.assembler.assemble([[self.dataset.record(i, self.assembler.keys) for i in g] for g in groups])
+        return self.assembler.assemble_indices(self._gather, self._next_groups())
 
     def next_indices(self) -> dict:
         """The next batch as record indices only: ``{"record_index": int32 [n_dev, B_dev]}`` (-1 =
@@ -644,7 +518,7 @@ class BatchIterator:
         making the Batches this iterator makes (``finalize``: host post-processing of a Batch)."""
         from mmjax.data.device_store import DeviceStore
 
-        return DeviceStore.build(self.assembler, self._gather or ColumnGather(self.dataset), len(self.dataset),
+        return DeviceStore.build(self.assembler, self._gather, len(self.dataset),
                                  finalize=finalize)
 
     def device_store_nbytes(self) -> int:

@@ -13,6 +13,7 @@ from mmjax.data import store
 from mmjax.data.budgets import GraphBudget, budgets_from_manifest, check_budget, round_up
 from mmjax.data.material import RecordError
 from mmjax.data.pipeline import make_batches
+from reference_assembly import PerRecordBatches
 
 N_RECORDS = 23
 XRD_L = 12
@@ -321,8 +322,7 @@ def test_vectorised_batches_equal_per_record_assembly(dataset, subset):
     ds = dataset.subset(np.arange(N_RECORDS)[::-1][:17]) if subset else dataset
     kw = dict(shuffle=True, seed=5, devices=2, num_epochs=2)
     fast = make_batches(ds, 8, GraphBudget(24, 40), **kw)
-    slow = make_batches(ds, 8, GraphBudget(24, 40), **kw)
-    slow.vectorized = False
+    slow = PerRecordBatches(make_batches(ds, 8, GraphBudget(24, 40), **kw))
     n = 0
     for a, b in zip(fast, slow):
         assert jax.tree.structure(a) == jax.tree.structure(b)
@@ -387,8 +387,7 @@ def test_vectorised_dos_text_density_and_potnet_edges(tmp_path):
                                             present=np.arange(7) % 4 != 1)
     ds = store.Dataset.open(tmp_path)
     fast = make_batches(ds, 4, GraphBudget(16, 32), shuffle=True, seed=1, devices=2)
-    slow = make_batches(ds, 4, GraphBudget(16, 32), shuffle=True, seed=1, devices=2)
-    slow.vectorized = False
+    slow = PerRecordBatches(make_batches(ds, 4, GraphBudget(16, 32), shuffle=True, seed=1, devices=2))
     batches = list(zip(fast, slow))
     assert len(batches) >= 2
     for a, b in batches:
