@@ -21,13 +21,14 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-import grain
 import jraph
 import numpy as np
 
 from mmjax.data import schema as S
 from mmjax.data.budgets import GraphBudget, budgets_from_manifest
 from mmjax.data.material import RecordError
+from mmjax.data.gather import ColumnGather
+from mmjax.data.order import IndexStream
 from mmjax.data.store import Dataset
 
 STATE_VERSION = 1
@@ -42,150 +43,6 @@ PRESENCE_KEYS = {
     "charge_density": "charge_density",
 }
 _OPTIONAL_EDGE_KEYS = S.OPTIONAL_EDGE_KEYS
-
-
-def index_order(num_records: int, *, seed: int = 0, shuffle: bool = True, num_epochs: int | None = 1) -> grain.MapDataset:
-    """grain MapDataset of dataset indices: a new permutation each epoch when ``shuffle``."""
-    ds = grain.MapDataset.range(num_records)
-    if shuffle:
-        ds = ds.shuffle(seed=seed)
-    return ds.repeat(num_epochs)
-
-
-class IndexStream:
-    """Position -> dataset index over ``num_epochs`` epochs (None = forever), deterministic.
-
-    order="numpy": epoch e is ``np.random.default_rng([seed, e]).permutation(n)``, built once
-        per epoch (about 1 s per 10M records); fast to read.
-    order="grain": grain's ``MapDataset.range(n).shuffle(seed).repeat()`` (Feistel index shuffle,
-        no per-epoch array; about 20-100 µs per index on a busy 2-core machine).
-    shuffle=False: dataset order every epoch.
-    """
-
-    def __init__(self, num_records: int, *, seed: int, shuffle: bool, num_epochs: int | None, order: str = "numpy"):
-        if order not in ("numpy", "grain"):
-            raise ValueError(f"order must be 'numpy' or 'grain', got {order!r}")
-        self.n, self.seed, self.shuffle, self.order = int(num_records), int(seed), bool(shuffle), order
-        self.length = 0 if self.n == 0 else (self.n * num_epochs if num_epochs is not None else 2**62)
-        self._grain = index_order(self.n, seed=seed, shuffle=shuffle, num_epochs=None) if self.n and order == "grain" \
-            else None
-        self._epoch, self._perm = -1, None
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __getitem__(self, position: int) -> int:
-        if not 0 <= position < self.length:
-            raise IndexError(position)
-        if not self.shuffle:
-            return position % self.n
-        if self._grain is not None:
-            return int(self._grain[position])
-        epoch, within = divmod(position, self.n)
-        return int(self._permutation(epoch)[within])
-
-    def _permutation(self, epoch: int) -> np.ndarray:
-        if epoch != self._epoch:
-            self._perm = np.random.default_rng([self.seed, epoch]).permutation(self.n)
-            self._epoch = epoch
-        return self._perm
-
-    def take(self, start: int, stop: int) -> np.ndarray:
-        """int64 dataset indices of positions ``start .. stop - 1`` (``stop`` capped at the length)."""
-        stop = min(stop, self.length)
-        if stop <= start:
-            return np.zeros(0, np.int64)
-        pos = np.arange(start, stop, dtype=np.int64)
-        if not self.shuffle:
-            return pos % self.n
-        if self._grain is not None:
-            return np.fromiter((self._grain[int(p)] for p in pos), np.int64, len(pos))
-        out = np.empty(len(pos), np.int64)
-        epochs = pos // self.n
-        for e in range(int(epochs[0]), int(epochs[-1]) + 1):
-            sel = epochs == e
-            out[sel] = self._permutation(e)[pos[sel] - e * self.n]
-        return out
-
-
-class ColumnGather:
-    """Batched reads of a `Dataset`'s columns for many records at once (no per-record dicts).
-
-    ``fixed(key, plan(idx))`` and ``ragged(key, plan(idx))`` read the records at dataset positions
-    ``idx`` (int array) with one fancy index per chunk into the memory-mapped columns, in ``idx`` order.
-    Equal to reading ``dataset.record(i, [key])`` for each i (what a per-record assembly is
-    given), about 10-30x less host time per batch. Uses the store's chunk layout (chunk start
-    offsets, lazily opened columns), which this pipeline and `mmjax.data.store` share.
-    """
-
-    def __init__(self, dataset: Dataset):
-        self.dataset = dataset
-        self._chunks, self._starts, self._index = dataset._chunks, dataset._starts, dataset._index
-
-    def plan(self, idx) -> tuple[int, list]:
-        """Where the records at dataset positions `idx` live: ``(n, [(selector of idx, local rows,
-        chunk)])``, one entry per chunk touched; pass it to `fixed` / `ragged` (computed once per batch)."""
-        idx = np.asarray(idx, np.int64)
-        base = idx if self._index is None else self._index[idx]
-        chunk = np.searchsorted(self._starts, base, side="right") - 1
-        local = base - self._starts[chunk]
-        if len(chunk) == 0 or (chunk == chunk[0]).all():
-            return len(idx), [(slice(None), local, self._chunks[int(chunk[0]) if len(chunk) else 0])]
-        return len(idx), [(chunk == c, local[chunk == c], self._chunks[int(c)]) for c in np.unique(chunk)]
-
-    def fixed(self, key: str, plan: tuple[int, list]) -> tuple[np.ndarray, np.ndarray]:
-        """(present bool [n], values [n, *shape], 0 where absent) of a fixed-shape column."""
-        entry = self.dataset.manifest.schema[key]
-        n, chunks = plan
-        present = np.zeros(n, bool)
-        values = np.zeros((n, *entry["shape"]), np.dtype(entry["dtype"]))
-        for sel, local, chunk in chunks:
-            col = chunk.column(key) if n else None
-            if col is None:
-                continue
-            p = col[0][local]
-            v = col[1][local]  # a copy (fancy index)
-            if not p.all():
-                v[~p] = 0
-            if isinstance(sel, slice):  # one chunk holds every record
-                return p, v
-            present[sel], values[sel] = p, v
-        return present, values
-
-    def ragged(self, key: str, plan: tuple[int, list]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(present bool [n], lengths int64 [n], values concatenated in `idx` order) of a ragged column."""
-        entry = self.dataset.manifest.schema[key]
-        n, chunks = plan
-        present, lengths = np.zeros(n, bool), np.zeros(n, np.int64)
-        parts = []
-        for sel, local, chunk in chunks:
-            col = chunk.column(key) if n else None
-            if col is None:
-                continue
-            values, offsets = col[1]
-            p = col[0][local]
-            start, stop = offsets[local], offsets[local + 1]
-            ln = np.where(p, stop - start, 0)
-            present[sel], lengths[sel] = p, ln
-            parts.append((sel, values[_ranges(start, ln)]))
-        out = np.zeros(int(lengths.sum()), np.dtype(entry["dtype"]))
-        if len(parts) == 1 and isinstance(parts[0][0], slice):  # one chunk: already in idx order
-            out[:] = parts[0][1]
-        else:  # records of several chunks: scatter each chunk's values to their place in idx order
-            dest_start = np.cumsum(lengths) - lengths
-            for sel, vals in parts:
-                out[_ranges(dest_start[sel], lengths[sel])] = vals
-        return present, lengths, out
-
-
-def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Concatenation of ``arange(s, s + l)`` for each (s, l), int64."""
-    lengths = np.asarray(lengths, np.int64)
-    total = int(lengths.sum())
-    if total == 0:
-        return np.zeros(0, np.int64)
-    shift = np.repeat(np.asarray(starts, np.int64) - (np.cumsum(lengths) - lengths), lengths)
-    return shift + np.arange(total, dtype=np.int64)
 
 
 def target_moments(stats: dict, shape: tuple = ()) -> tuple[float | np.ndarray, float | np.ndarray]:

@@ -354,7 +354,7 @@ def test_vectorised_packing_matches_a_plain_reference(dataset):
 
 @pytest.mark.parametrize("order,shuffle", [("numpy", True), ("grain", True), ("numpy", False)])
 def test_index_stream_take_equals_positionwise_reads(order, shuffle):
-    from mmjax.data.pipeline import IndexStream
+    from mmjax.data.order import IndexStream
 
     stream = IndexStream(7, seed=2, shuffle=shuffle, num_epochs=3, order=order)
     ref = IndexStream(7, seed=2, shuffle=shuffle, num_epochs=3, order=order)

@@ -150,7 +150,8 @@ def test_batches_carry_per_component_normalised_values_and_masks(vector_dataset)
 def test_column_and_record_assemblers_agree_on_vector_targets(vector_dataset):
     from reference_assembly import assemble_records
 
-    from mmjax.data.pipeline import BatchAssembler, ColumnGather
+    from mmjax.data.gather import ColumnGather
+    from mmjax.data.pipeline import BatchAssembler
 
     ds, _ = vector_dataset
     asm = BatchAssembler(ds.manifest, 8, 2, None, ("composition",), ("v",), normalize_targets=True)
