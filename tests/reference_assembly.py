@@ -62,7 +62,7 @@ def assemble_records(asm, device_records: list[list[dict]]) -> dict:
                     if key is not None and key in r:
                         vals[d, i] = r[key]
                         ok[d, i] = True
-            if regression:
+            if regression:  # written out, not mmjax.data.normalise: this is the reference
                 ok &= np.isfinite(vals)
                 vals = np.where(ok, (vals - mean) / std, 0.0).astype(np.float32)
             batch["targets"][name], batch["target_mask"][name] = vals, ok

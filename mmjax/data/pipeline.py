@@ -27,6 +27,7 @@ import numpy as np
 from mmjax.data import schema as S
 from mmjax.data.budgets import GraphBudget, budgets_from_manifest
 from mmjax.data.material import RecordError
+from mmjax.data.normalise import normalise, table_from_manifest, target_moments
 from mmjax.data.gather import ColumnGather
 from mmjax.data.order import IndexStream
 from mmjax.data.store import Dataset
@@ -45,18 +46,6 @@ PRESENCE_KEYS = {
 _OPTIONAL_EDGE_KEYS = S.OPTIONAL_EDGE_KEYS
 
 
-def target_moments(stats: dict, shape: tuple = ()) -> tuple[float | np.ndarray, float | np.ndarray]:
-    """(mean, std) a regression target is normalised with, from its manifest statistics: floats
-    for a scalar target, float32 ``shape`` arrays (per component) for a vector target; a zero or
-    missing std is 1."""
-    mean = np.asarray(stats.get("mean", 0.0), np.float64)
-    std = np.asarray(stats.get("std", 1.0), np.float64)
-    std = np.where(std > 0, std, 1.0)
-    if not shape:
-        return float(mean), float(std)
-    return (np.broadcast_to(mean, shape).astype(np.float32), np.broadcast_to(std, shape).astype(np.float32))
-
-
 class BatchAssembler:
     """Turns per-device groups of records into one Batch (numpy, schema.py layout, device axis).
 
@@ -64,11 +53,11 @@ class BatchAssembler:
     targets: names; "target/<name>" -> float32 regression ([D, B], or [D, B, d] for a vector
         target), "label/<name>" -> int32 class.
     normalize_targets: regression targets become (y - mean) / std (manifest statistics; per
-        component for a vector target).
-    target_stats: ``{name: {"kind": "regression", "mean", "std"[, "shape"]} | {"kind": "class"}}``
-        (a trained model's ``targets.json``): these targets use that normalisation instead of this
-        dataset's (so labels of new inputs are in the units the model was trained in), and one
-        this dataset lacks is batched as unlabelled everywhere.
+        component for a vector target; `mmjax.data.normalise`).
+    target_stats: a normalisation table (`mmjax.data.normalise`, the form of a trained model's
+        ``targets.json``): these targets use it instead of this dataset's statistics (labels of
+        new inputs in the units the model was trained in; a benchmark fit's training rows), and
+        one this dataset lacks is batched as unlabelled everywhere.
     Missing targets are 0 with ``target_mask`` False (never NaN in a batch).
     """
 
@@ -93,34 +82,21 @@ class BatchAssembler:
             max_elements = (manifest.padding.get("composition/elements", {}).get("max") or spec.get("max_elements")
                             or S.MAX_ELEMENTS)
         self.max_elements = max_elements
+        fixed = dict(target_stats or {})
+        table = table_from_manifest(manifest, [n for n in targets if n not in fixed], normalize_targets)
         self.targets = []
-        fixed_stats = dict(target_stats or {})
         for name in targets:
-            st = fixed_stats.get(name)
-            if st is not None:  # another dataset's normalisation (a model's training data), as its targets.json
-                shape = tuple(st.get("shape", ()))
-                key = f"target/{name}" if st["kind"] == "regression" else f"label/{name}"
+            st = fixed.get(name) or table[name]
+            regression = st["kind"] == "regression"
+            shape = tuple(st.get("shape", ())) if regression else ()
+            key = f"target/{name}" if regression else f"label/{name}"
+            if name in fixed:  # another dataset's normalisation (a model's training data, its targets.json)
                 if key in self.schema and tuple(self.schema[key]["shape"]) != shape:
                     raise ValueError(f"{key} is {list(self.schema[key]['shape'])} per record here, "
                                      f"{list(shape)} in the training data")
                 key = key if key in self.schema else None  # not in this dataset: every slot unlabelled
-                if st["kind"] == "regression":
-                    mean, std = target_moments(st, shape)
-                    self.targets.append((name, key, True, mean, std, shape))
-                else:
-                    self.targets.append((name, key, False, 0.0, 1.0, ()))
-            elif f"target/{name}" in self.schema:
-                key, stats = f"target/{name}", manifest.statistics.get("targets", {}).get(name, {})
-                shape = tuple(self.schema[key]["shape"])
-                if normalize_targets and not np.sum(stats.get("count", 0)):
-                    raise ValueError(f"target {name!r} has no labelled records to normalise with")
-                mean, std = target_moments(stats, shape) if normalize_targets else (0.0, 1.0)
-                self.targets.append((name, key, True, mean, std, shape))
-            elif f"label/{name}" in self.schema:
-                self.targets.append((name, f"label/{name}", False, 0.0, 1.0, ()))
-            else:
-                have = [k.split("/", 1)[1] for k in self.schema if k.startswith(("target/", "label/"))]
-                raise ValueError(f"unknown target {name!r}; the dataset has {have}")
+            mean, std = target_moments(st, shape) if regression else (0.0, 1.0)
+            self.targets.append((name, key, regression, mean, std, shape))
         self.dos_grid = None
         if "dos" in self.modalities:
             grid = manifest.grids.get("dos/energies")
@@ -217,8 +193,7 @@ class BatchAssembler:
                     vals[dev, slot] = values.reshape(len(idx), *shape)
                     ok[dev, slot] = present.reshape(len(idx), *[1] * len(shape))
                 if regression:
-                    ok &= np.isfinite(vals)
-                    vals = np.where(ok, (vals - mean) / std, 0.0).astype(np.float32)
+                    vals, ok = normalise(vals, ok, mean, std)
                 batch["targets"][name], batch["target_mask"][name] = vals, ok
         return batch
 

@@ -5,7 +5,9 @@
 
 * batch size: CrabNet's rule ``2 ** round(log2(N_train) - 4)`` clipped to [2^7, 2^12]
   (`crabnet_batch_size`), unless given;
-* ``epochs`` (CrabNet: 40), cut to a multiple of ``2 * epochs_step``; one epoch =
+* ``epochs`` (at most; default 300, as ``benchmark_crabnet.py``, the script behind the paper's
+  Table 2, calls ``model.fit(epochs=300)``; the generic ``train_crabnet.py`` uses 40; the SWA rule
+  below usually stops training well before), cut to a multiple of ``2 * epochs_step``; one epoch =
   ``ceil(N_train / batch)`` optimiser steps; the optimiser is ``config.optim`` (the
   ``"crabnet"`` preset: Lamb + Lookahead, triangular CyclicLR with a half-cycle of
   ``epochs_step`` epochs — ``steps_per_epoch`` is filled in here);
@@ -19,7 +21,7 @@
   the start of an epoch, so in an SWA epoch every batch after the first trains without dropout
   (the fraction jitter, applied to the data, stays on). Those batches use a second train step
   built with ``dropout_rate = 0`` on the same state;
-* targets are scaled with the training rows' mean and std (`mmjax.eval.fit.normalisation`);
+* targets are scaled with the training rows' mean and std (`mmjax.data.normalise.moments`);
   predictions and sigma (``exp(log_sigma) * std``, CrabNet's uncertainty) come back in stored units.
 
 The fraction jitter (``config.system.encoder.fraction_noise``), RobustL1 loss and the per-element
@@ -56,7 +58,7 @@ class ResumeMismatch(ValueError):
 def _save(ckpt, epoch: int, state, swa: CrabNetSWA, fs, settings: dict, history: list) -> None:
     """One checkpoint after ``epoch``: the state, the SWA buffer (or the params as a placeholder)."""
     buffer = swa.buffer if swa.buffer is not None else state.params
-    meta = {"settings": settings, "history": history, "data_state": fs.train_it.inner.get_state(),
+    meta = {"settings": settings, "history": history, "data_state": fs.train_it.get_state(),
             "swa": {k: getattr(swa, k) for k in _SWA_SCALARS}, "has_buffer": swa.buffer is not None}
     ckpt.save(epoch + 1, {"state": state, "swa": buffer}, meta)
 
@@ -80,7 +82,7 @@ def _resume(ckpt, settings: dict, fs, state, swa: CrabNetSWA):
     for k in _SWA_SCALARS:
         setattr(swa, k, meta["swa"][k])
     swa.buffer = tree["swa"] if meta["has_buffer"] else None
-    fs.train_it.inner.set_state(meta["data_state"])
+    fs.train_it.set_state(meta["data_state"])
     return tree["state"], list(meta["history"])
 
 
@@ -111,7 +113,7 @@ class CrabNetFit:
     resumed_after_epoch: int | None = None
 
 
-def fit_predict_crabnet(config, train, val, test, *, target: str, epochs: int = 40, epochs_step: int = 1,
+def fit_predict_crabnet(config, train, val, test, *, target: str, epochs: int = 300, epochs_step: int = 1,
                         discard_n: int = 3, batch_size: int | None = None, seed: int | None = None, mesh=None,
                         log: Callable[[str], None] | None = None, progress_path: str | None = None,
                         reference_eval_mode: bool = True, resume_dir: str | None = None) -> CrabNetFit:

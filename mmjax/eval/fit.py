@@ -33,6 +33,7 @@ import ml_collections
 import numpy as np
 
 from mmjax.data.material import RecordError
+from mmjax.data.normalise import moments, regression_entry
 from mmjax.data.pipeline import make_batches
 from mmjax.eval.finetune import fit_with_early_stopping
 from mmjax.train import mesh as mesh_lib
@@ -97,32 +98,6 @@ def target_values(dataset, target: str) -> np.ndarray:
                          "(config.data.target_dims)")
     present, values = dataset.column(key)
     return np.where(present, values.astype(np.float64), np.nan)
-
-
-def normalisation(values: np.ndarray, what: str = "training rows") -> tuple[float, float]:
-    """(mean, std) of the finite entries (population std; 1 when it is 0)."""
-    v = np.asarray(values, np.float64)
-    v = v[np.isfinite(v)]
-    if v.size == 0:
-        raise ValueError(f"no finite target values among the {what}")
-    std = float(v.std())
-    return float(v.mean()), (std if std > 0 else 1.0)
-
-
-class _Normalised:
-    """Wraps a BatchIterator: ``batch["targets"][target] = (y - mean) / std`` on labelled slots."""
-
-    def __init__(self, inner, target: str, mean: float, std: float):
-        self.inner, self.target, self.mean, self.std = inner, target, mean, std
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        batch = next(self.inner)
-        y, ok = batch["targets"][self.target], batch["target_mask"][self.target]
-        batch["targets"][self.target] = np.where(ok, (y - self.mean) / self.std, 0.0).astype(np.float32)
-        return batch
 
 
 def _config_for(config: ml_collections.ConfigDict, target: str, steps: int) -> ml_collections.ConfigDict:
@@ -289,7 +264,7 @@ class FitSetup:
 
     @property
     def batch_size(self) -> int:
-        return int(self.train_it.inner.assembler.n_dev * self.train_it.inner.assembler.slots)
+        return int(self.train_it.assembler.n_dev * self.train_it.assembler.slots)
 
 
 def prepare_fit(config, train, val, test, *, target: str, steps: int, batch_size: int, seed: int | None = None,
@@ -307,7 +282,7 @@ def prepare_fit(config, train, val, test, *, target: str, steps: int, batch_size
     y_train, y_val = target_values(train, target), target_values(val, target)
     if not np.isfinite(y_val).any():
         raise ValueError(f"no labelled validation rows for {target!r} (early stopping needs some)")
-    mean, std = normalisation(y_train)
+    mean, std = moments(y_train)
     cfg = _config_for(config, target, steps)
     if seed is not None:
         cfg.seed = int(seed)
@@ -320,10 +295,9 @@ def prepare_fit(config, train, val, test, *, target: str, steps: int, batch_size
         raise ValueError("config.data.modalities must name the modalities the system reads")
 
     system = build_system(cfg)
-    train_it = _Normalised(make_batches(train, batch_size, shuffle=True, num_epochs=None, seed=int(cfg.seed),
-                                        devices=n_dev, modalities=modalities, targets=[target]),
-                           target, mean, std)
-    budgets = train_it.inner.assembler.budget
+    train_it = make_batches(train, batch_size, shuffle=True, num_epochs=None, seed=int(cfg.seed), devices=n_dev,
+                            modalities=modalities, targets=[target], target_stats={target: regression_entry(mean, std)})
+    budgets = train_it.assembler.budget
     example = next(train_it)
     frozen: tuple[str, ...] = ()
     if trainable is not None:

@@ -34,7 +34,7 @@ import ml_collections
 import numpy as np
 
 from mmjax.data.spec import check_target_shapes, config_targets  # noqa: F401 (config_targets re-exported: data/spec.py is its home)
-from mmjax.data.pipeline import target_moments
+from mmjax.data.normalise import table_from_manifest
 
 Batch = dict[str, Any]
 log = logging.getLogger(__name__)
@@ -641,18 +641,10 @@ def target_statistics(config, workdir: str | None = None) -> dict[str, dict]:
     configured targets, as the Batches of the configured (training) data carry them (for a
     vector target ``mean`` / ``std`` are lists, one per component, and ``"shape": [d]``)."""
     ds = prepare_dataset(config, workdir)
-    stats = ds.manifest.statistics.get("targets", {})
-    norm = bool(_opt(_data(config), "normalize_targets", False))
-    out = {}
-    for name in config_targets(config):
-        if f"target/{name}" in ds.manifest.schema:
-            shape = tuple(ds.manifest.schema[f"target/{name}"]["shape"])
-            mean, std = target_moments(stats.get(name, {}), shape) if norm else (0.0, 1.0)
-            out[name] = {"kind": "regression", "mean": np.asarray(mean).tolist(), "std": np.asarray(std).tolist()}
-            if shape:
-                out[name]["shape"] = list(shape)
-                if not norm:
-                    out[name].update(mean=[0.0] * shape[0], std=[1.0] * shape[0])
-        elif f"label/{name}" in ds.manifest.schema:
-            out[name] = {"kind": "class", "offset": CLASS_LABEL_OFFSETS.get(name, 0)}
+    schema = ds.manifest.schema
+    names = [n for n in config_targets(config) if f"target/{n}" in schema or f"label/{n}" in schema]
+    out = table_from_manifest(ds.manifest, names, bool(_opt(_data(config), "normalize_targets", False)))
+    for name, entry in out.items():
+        if entry["kind"] == "class":
+            entry["offset"] = CLASS_LABEL_OFFSETS.get(name, 0)
     return out

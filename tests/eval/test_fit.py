@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from mmjax.data import store
-from mmjax.eval.fit import fit_predict, normalisation, target_values
+from mmjax.data.normalise import moments
+from mmjax.eval.fit import fit_predict, target_values
 from mmjax.systems.toy import toy_system_config
 from mmjax.train.config import base_config
 from mmjax.train.optim import optim_config
@@ -96,4 +97,4 @@ def test_bad_inputs_are_named(data):
     with pytest.raises(ValueError, match="not a multiple of the 8 devices"):
         fit_predict(toy_config(), data["train"], data["val"], data["test"], target="y", steps=10, batch_size=12)
     with pytest.raises(ValueError, match="no finite target values"):
-        normalisation(np.array([np.nan, np.inf]))
+        moments(np.array([np.nan, np.inf]))
