@@ -6,16 +6,19 @@ As published (crabnet/kingcrab.py, model.py, train_crabnet.py):
 * encoder: frozen mat2vec element vectors (``element_table="mat2vec"``, read at run time from
   ``$MMJAX_ELEMENT_DIR`` or ../shared/data/element_properties), d_model 512, 3 layers, 4 heads,
   FFN 2048, dropout 0.1, fractional encodings (resolution 5000), 2 % fraction jitter in training;
-  every layer initialised as PyTorch initialises it (``torch_init``);
+  every layer initialised as PyTorch initialises it (``torch_init``), the three transformer layers
+  starting identical (``identical_layers``: PyTorch's TransformerEncoder deep-copies one layer);
 * head: the Roost residual network [1024, 512, 256, 128] on every element, (value, log sigma,
   gate) per target, masked mean, value x sigmoid(gate) (``head="crabnet"``);
 * loss RobustL1 (``loss="robust_l1"``); optimiser preset ``"crabnet"``: Lamb + Lookahead (6, 0.5),
   triangular CyclicLR 1e-4 <-> 6e-3 with a one-epoch half-cycle;
-* procedure (batch rule 2^round(log2 N - 4) in [128, 4096], 40 epochs, CrabNet's validation-gated
-  SWA): `mmjax.eval.crabnet_protocol`, run by ``benchmarks/crabnet.py --paper-recipe``.
+* procedure (batch rule 2^round(log2 N - 4) in [128, 4096], at most 300 epochs as
+  benchmark_crabnet.py (the script behind the paper's Table 2), CrabNet's validation-gated SWA,
+  which stops training after 3 SWA epochs without a new validation minimum):
+  `mmjax.eval.crabnet_protocol`, run by ``benchmarks/crabnet.py --paper-recipe``.
 The main command (``--mode=train``) trains with the same system and optimiser; its batch is
 ``data.batch_per_device`` (512 here, CrabNet's inference batch) and it does not run the SWA
-procedure. ``:small`` keeps a learned element table (runs without the data folder) and MSE.
+procedure (``c.train.epochs`` = 40, as train_crabnet.py). ``:small`` keeps a learned element table (runs without the data folder) and MSE.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ def get_config(arg=None):
                      dropout_rate=0.1, fraction_noise=0.02, element_table="mat2vec", torch_init=True),
         head="crabnet",
         head_hidden=(1024, 512, 256, 128),
+        identical_layers=True,             # nn.TransformerEncoder deep-copies its one layer
         loss="robust_l1",
         target_losses=ml_collections.ConfigDict({}, type_safe=False),
     ))
@@ -59,6 +63,7 @@ def get_config(arg=None):
         c.system.encoder.update(dict(d_model=32, num_layers=2, num_heads=2, mlp_dim=64, element_dim=16,
                                      dropout_rate=0.0, element_table="", torch_init=False))
         c.system.head = "mlp"
+        c.system.identical_layers = False
         c.system.loss = "mse"
         c.system.head_hidden = (64, 32)
         c.optim = optim_config("generic")

@@ -252,8 +252,8 @@ class CrabNetHead(nn.Module):
         vectors = tuple(self.vectors) or (False,) * len(self.targets)
         if len(widths) != len(self.targets) or len(vectors) != len(self.targets):
             raise ValueError(f"CrabNetHead: {len(self.targets)} targets, {len(widths)} widths, {len(vectors)} vector flags")
-        per = ResidualMLP(tuple(self.hidden), 3 * sum(widths), self.dtype, self.param_dtype,
-                          name="residual")(tokens)
+        per = ResidualMLP(tuple(self.hidden), 3 * sum(widths), torch_init=True, dtype=self.dtype,
+                          param_dtype=self.param_dtype, name="residual")(tokens)
         pred, log_sigma = gated_element_average(per, mask)
         out, start = {}, 0
         for name, w, vec in zip(self.targets, widths, vectors):

@@ -58,15 +58,18 @@ class CrabNetSystem(UnimodalBaseline):
     elements, value x sigmoid(gate) (`mmjax.nn.heads.CrabNetHead`). Regression targets only.
     ``predict`` returns ``{name: [N], name + "/log_sigma": [N]}`` (``[N, d]`` for a vector target;
     batched units); ``embed`` the pooled encoder output.
+    ``identical_layers``: every transformer layer starts as a copy of the first, as PyTorch's
+    ``nn.TransformerEncoder(layer, num_layers)`` deep-copies the one layer CrabNet gives it.
     """
 
     def __init__(self, encoder, outputs: dict[str, int], head_hidden=(1024, 512, 256, 128),
-                 target_losses: dict[str, str] | None = None):
+                 target_losses: dict[str, str] | None = None, identical_layers: bool = False):
         classes = sorted(k for k in outputs if not is_regression(outputs, k))
         if classes:
             raise ValueError(f"config.system.head='crabnet' predicts regression targets only; {classes} are "
                              "classification targets (use head='mlp')")
         super().__init__("crabnet", "composition", encoder, outputs, (), target_losses)
+        self.identical_layers = bool(identical_layers)
         self.head = CrabNetHead(tuple(outputs), tuple(int(h) for h in head_hidden),
                                 widths=tuple(output_kind(k, n)[1] for k, n in self.targets.items()),
                                 vectors=tuple(isinstance(n, tuple) for n in self.targets.values()))
@@ -81,6 +84,10 @@ class CrabNetSystem(UnimodalBaseline):
     def init(self, rng, batch):
         k_enc, k_head = jax.random.split(rng)
         params = {"encoder_composition": init_modality(self.encoders["composition"], k_enc, "composition", batch)}
+        if self.identical_layers:
+            layers = params["encoder_composition"]["encoder"]
+            params["encoder_composition"]["encoder"] = {  # copies: no buffer shared (donation)
+                k: (jax.tree.map(jnp.copy, layers["block_0"]) if k.startswith("block_") else v) for k, v in layers.items()}
         tokens, mask = jax.eval_shape(lambda p: self._tokens(p, batch, False, None), params)
         params["head"] = self.head.init(k_head, jnp.zeros(tokens.shape, tokens.dtype),
                                         jnp.ones(mask.shape, bool))["params"]
@@ -140,12 +147,13 @@ def make_cgcnn(config: ml_collections.ConfigDict) -> UnimodalBaseline:
 def make_crabnet(config: ml_collections.ConfigDict) -> UnimodalBaseline:
     """Factory: ``config.system.encoder`` = `CrabNet` kwargs (``element_table``: a table name such
     as ``"mat2vec"`` or a file, frozen); ``head`` ("mlp": pooled -> MLP ``head_hidden``;
-    "crabnet": `CrabNetSystem`); ``loss`` / ``target_losses``."""
+    "crabnet": `CrabNetSystem`, with ``identical_layers``); ``loss`` / ``target_losses``."""
     kw = _encoder_kwargs(config)
     _element_table(kw)
     enc = CrabNet(**kw, dtype=compute_dtype(config))
     if config.system.get("head", "mlp") == "crabnet":
-        return CrabNetSystem(enc, _outputs(config), _head_hidden(config) or (1024, 512, 256, 128), target_losses(config))
+        return CrabNetSystem(enc, _outputs(config), _head_hidden(config) or (1024, 512, 256, 128), target_losses(config),
+                             identical_layers=bool(config.system.get("identical_layers", False)))
     if config.system.get("head", "mlp") != "mlp":
         raise ValueError(f"config.system.head={config.system.head!r}; expected 'mlp' or 'crabnet'")
     return UnimodalBaseline("crabnet", "composition", enc, _outputs(config), _head_hidden(config), target_losses(config))

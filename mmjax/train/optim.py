@@ -15,7 +15,10 @@ linear from ``init_lr`` to ``peak_lr`` over steps [0, W):
 
 Optimisers (``config.optim.name``): ``"adamw"``; ``"lamb"`` (optax.lamb); ``"crabnet_lamb"``
 (the Lamb of CrabNet's utils: Adam moments without bias correction, eps 1e-6 inside, trust ratio
-``clip(||w||, 0, 10) / ||adam step||`` per parameter tensor, 1 where either norm is 0);
+``clip(||w||, 0, 10) / ||adam step||`` per parameter tensor, 1 where either norm is 0; with
+``lamb_trust_groups="torch_packed_qkv"`` (the ``"crabnet"`` preset) one ratio over each attention
+layer's q/k/v kernels and one over their biases, as over PyTorch's packed ``in_proj_weight`` /
+``in_proj_bias``);
 ``"sgd"`` (PyTorch SGD: L2 ``weight_decay`` added to the gradient, then momentum ``b1``).
 ``lookahead_k > 0`` wraps any of them in Lookahead (CrabNet's: every k-th step the slow weights
 move ``lookahead_alpha`` of the way to the fast ones and the fast ones are reset to them; the slow
@@ -84,6 +87,7 @@ def optim_config(preset: str = "generic", **overrides) -> ml_collections.ConfigD
             gamma=0.1,
             lookahead_k=0,
             lookahead_alpha=0.5,
+            lamb_trust_groups="tensor",
             groups=ml_collections.ConfigDict({}, type_safe=False),
         )
     )
@@ -96,10 +100,11 @@ def optim_config(preset: str = "generic", **overrides) -> ml_collections.ConfigD
         "multimat_code": dict(schedule="cosine", peak_lr=5e-5, init_lr=0.0, end_lr=5e-8, warmup_epochs=10,
                               b1=0.9, b2=0.95, weight_decay=0.05),
         # CrabNet (model.py fit defaults): Lamb + Lookahead(k 6, alpha 0.5), CyclicLR 1e-4..6e-3 over
-        # one epoch up and one down (set steps_per_epoch), betas (0.9, 0.999), eps 1e-6, no decay
+        # one epoch up and one down (set steps_per_epoch), betas (0.9, 0.999), eps 1e-6, no decay;
+        # trust ratios over PyTorch's packed attention in-projections
         "crabnet": dict(name="crabnet_lamb", schedule="cyclic", peak_lr=6e-3, cyclic_base_lr=1e-4,
                         cycle_half_epochs=1, b1=0.9, b2=0.999, eps=1e-6, weight_decay=0.0,
-                        lookahead_k=6, lookahead_alpha=0.5),
+                        lookahead_k=6, lookahead_alpha=0.5, lamb_trust_groups="torch_packed_qkv"),
         # CGCNN (main.py defaults): SGD lr 0.01, momentum 0.9, no decay, MultiStepLR [100] epochs, 0.1
         "cgcnn": dict(name="sgd", schedule="step", peak_lr=0.01, b1=0.9, weight_decay=0.0,
                       milestone_epochs=(100,), gamma=0.1),
@@ -233,7 +238,8 @@ def build_optimizer(
         if cfg.name == "lamb":
             return optax.lamb(lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay, mask=decay_mask)
         if cfg.name == "crabnet_lamb":
-            return crabnet_lamb(lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay)
+            return crabnet_lamb(lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay,
+                                trust_groups=cfg.get("lamb_trust_groups", "tensor"))
         if cfg.name == "sgd":
             return optax.chain(optax.add_decayed_weights(cfg.weight_decay, mask=decay_mask),
                                optax.sgd(lr, momentum=cfg.b1 if cfg.b1 > 0 else None))
@@ -257,12 +263,37 @@ class CrabNetLambState(NamedTuple):
     nu: PyTree
 
 
+TRUST_GROUPS = ("tensor", "torch_packed_qkv")
+
+
+def trust_group(path, mode: str = "tensor") -> str:
+    """The tensor group a Lamb trust ratio is computed over, for the parameter at ``path``.
+
+    ``"tensor"``: every parameter array alone. ``"torch_packed_qkv"``: as PyTorch holds a
+    self-attention layer (``nn.MultiheadAttention``: one ``in_proj_weight`` [3D, D] and one
+    ``in_proj_bias`` [3D] for the query, key and value projections), the ``query`` / ``key`` /
+    ``value`` kernels of one attention module form one group and their biases another; every
+    other array is alone. CrabNet's Lamb sees the packed tensors, so its trust ratio is shared.
+    """
+    names = [str(getattr(k, "key", getattr(k, "name", k))) for k in path]
+    if mode == "torch_packed_qkv" and len(names) >= 2 and names[-2] in ("query", "key", "value"):
+        return "/".join(names[:-2] + [f"in_proj_{names[-1]}"])
+    if mode not in TRUST_GROUPS:
+        raise ValueError(f"config.optim.lamb_trust_groups={mode!r}; expected one of {TRUST_GROUPS}")
+    return "/".join(names)
+
+
 def crabnet_lamb(learning_rate, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-6,
-                 weight_decay: float = 0.0) -> optax.GradientTransformation:
+                 weight_decay: float = 0.0, trust_groups: str = "tensor") -> optax.GradientTransformation:
     """Lamb exactly as CrabNet's ``utils.Lamb.step`` (see the module docstring); per leaf:
     ``m = b1 m + (1 - b1) g``, ``v = b2 v + (1 - b2) g²``, ``a = m / (√v + eps) + wd·w``,
-    ``update = -lr · r · a`` with ``r = clip(‖w‖, 0, 10) / ‖a‖`` (1 if either norm is 0)."""
+    ``update = -lr · r · a`` with ``r = clip(‖w‖, 0, 10) / ‖a‖`` (1 if either norm is 0), the
+    norms taken over the leaf's `trust_group` (``trust_groups``: "tensor" = the leaf alone;
+    "torch_packed_qkv" = a self-attention layer's q/k/v projections together, as PyTorch packs
+    them)."""
     import jax.numpy as jnp
+
+    trust_group("", trust_groups)  # an unknown mode fails here, when the optimiser is built
 
     def init(params):
         zeros = jax.tree.map(jnp.zeros_like, params)
@@ -274,15 +305,20 @@ def crabnet_lamb(learning_rate, b1: float = 0.9, b2: float = 0.999, eps: float =
         mu = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g, state.mu, grads)
         nu = jax.tree.map(lambda v, g: b2 * v + (1 - b2) * g * g, state.nu, grads)
         lr = learning_rate(state.count) if callable(learning_rate) else learning_rate
-
-        def leaf(m, v, w):
-            a = m / (jnp.sqrt(v) + eps) + weight_decay * w
-            wn = jnp.clip(jnp.sqrt(jnp.sum(w * w)), 0.0, 10.0)
-            an = jnp.sqrt(jnp.sum(a * a))
-            r = jnp.where((wn == 0) | (an == 0), 1.0, wn / jnp.where(an == 0, 1.0, an))
-            return (-lr * r * a).astype(w.dtype)
-
-        updates = jax.tree.map(leaf, mu, nu, params)
+        steps = jax.tree.map(lambda m, v, w: m / (jnp.sqrt(v) + eps) + weight_decay * w, mu, nu, params)
+        with_path, treedef = jax.tree_util.tree_flatten_with_path(params)
+        labels = [trust_group(path, trust_groups) for path, _ in with_path]
+        ws, steps_l = [w for _, w in with_path], treedef.flatten_up_to(steps)
+        wsq: dict[str, Any] = {}
+        asq: dict[str, Any] = {}
+        for lab, w, a in zip(labels, ws, steps_l):
+            wsq[lab] = wsq[lab] + jnp.sum(w * w) if lab in wsq else jnp.sum(w * w)
+            asq[lab] = asq[lab] + jnp.sum(a * a) if lab in asq else jnp.sum(a * a)
+        ratio = {}
+        for lab in wsq:
+            wn, an = jnp.clip(jnp.sqrt(wsq[lab]), 0.0, 10.0), jnp.sqrt(asq[lab])
+            ratio[lab] = jnp.where((wn == 0) | (an == 0), 1.0, wn / jnp.where(an == 0, 1.0, an))
+        updates = treedef.unflatten([(-lr * ratio[lab] * a).astype(w.dtype) for lab, w, a in zip(labels, ws, steps_l)])
         return updates, CrabNetLambState(state.count + 1, mu, nu)
 
     return optax.GradientTransformation(init, update)

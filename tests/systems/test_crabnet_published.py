@@ -284,3 +284,28 @@ def test_crabnet_protocol_resumes_after_a_kill_to_the_same_predictions(tmp_path)
     with pytest.raises(ResumeMismatch, match=r"seed|epochs"):
         fit_predict_crabnet(c, tr, va, te, target="y", epochs=8, batch_size=8, seed=0,
                             resume_dir=str(tmp_path / "resume"))
+
+
+def test_identical_layers_start_as_copies_of_the_first_and_then_train_apart(dataset):
+    """``identical_layers`` (the published config): every transformer layer's initial parameters
+    equal the first layer's, as PyTorch's TransformerEncoder deep-copies its layer; without it
+    they differ; the head and embedding are untouched by the switch."""
+    from mmjax.data.pipeline import make_batches
+    from mmjax.systems import build_system
+
+    assert load_config("crabnet", None).system.identical_layers is True
+    c = tiny_published(dataset.root)
+    c.system.encoder.num_layers = 3
+    batch = next(make_batches(dataset, 8, modalities=["composition"], targets=["y"]))
+    on = build_system(c).init(jax.random.PRNGKey(1), batch)
+    c.system.identical_layers = False
+    off = build_system(c).init(jax.random.PRNGKey(1), batch)
+    enc_on, enc_off = on["encoder_composition"]["encoder"], off["encoder_composition"]["encoder"]
+    for i in (1, 2):
+        for a, b in zip(jax.tree.leaves(enc_on[f"block_{i}"]), jax.tree.leaves(enc_on["block_0"])):
+            np.testing.assert_array_equal(a, b)
+    q = lambda p, i: np.asarray(p[f"block_{i}"]["attn"]["query"]["kernel"])  # noqa: E731
+    assert not np.array_equal(q(enc_off, 1), q(enc_off, 0))
+    np.testing.assert_array_equal(q(enc_on, 0), q(enc_off, 0))
+    for a, b in zip(jax.tree.leaves(on["head"]), jax.tree.leaves(off["head"])):
+        np.testing.assert_array_equal(a, b)

@@ -122,3 +122,51 @@ def test_lamb_and_unknown_optimizer():
     assert np.all(np.isfinite(np.asarray(u["x"])))
     with pytest.raises(ValueError, match="expected one of"):
         build_optimizer(optim_config("generic", name="adagrad"), 10)
+
+
+def test_crabnet_lamb_packed_qkv_trust_ratio_matches_the_packed_reference():
+    """With ``lamb_trust_groups="torch_packed_qkv"`` (the crabnet preset) the q/k/v kernels of an
+    attention module share one trust ratio and their biases another: the same result as running
+    CrabNet's Lamb on PyTorch's packed ``in_proj_weight`` / ``in_proj_bias`` and cutting it back.
+    The output projection and other arrays keep their own. Per-tensor mode differs (a real change)."""
+    rng = np.random.default_rng(3)
+    att = {n: {"kernel": (rng.normal(size=(4, 2, 2)) * s).astype(np.float32), "bias": rng.normal(size=(2, 2)).astype(np.float32)}
+           for n, s in (("query", 3.0), ("key", 0.5), ("value", 1.0))}
+    att["out"] = {"kernel": rng.normal(size=(2, 2, 4)).astype(np.float32)}
+    params = {"block": {"attention": att}, "w": (rng.normal(size=(3, 3)) * 6).astype(np.float32)}
+    grads_seq = [jax.tree.map(lambda x: rng.normal(size=x.shape).astype(np.float32), params) for _ in range(8)]
+    cfg = optim_config("crabnet", steps_per_epoch=2)
+    assert cfg.lamb_trust_groups == "torch_packed_qkv"
+    tx, sched = build_optimizer(cfg, 8)
+    lrs = [float(sched(i)) for i in range(8)]
+    p, state = jax.tree.map(jnp.asarray, params), None
+    state = tx.init(p)
+    for g in grads_seq:
+        u, state = tx.update(jax.tree.map(jnp.asarray, g), state, p)
+        p = optax.apply_updates(p, u)
+
+    qkv = ("query", "key", "value")
+
+    def pack(tree):
+        a = tree["block"]["attention"]
+        return {"in_w": np.concatenate([a[n]["kernel"].ravel() for n in qkv]),
+                "in_b": np.concatenate([a[n]["bias"].ravel() for n in qkv]),
+                "out": a["out"]["kernel"], "w": tree["w"]}
+
+    ref = reference_crabnet(pack(params), [{n: x.astype(np.float64) for n, x in pack(g).items()} for g in grads_seq], lrs)
+    a = p["block"]["attention"]
+    np.testing.assert_allclose(np.concatenate([np.asarray(a[n]["kernel"]).ravel() for n in qkv]), ref["in_w"], rtol=2e-5, atol=2e-6)
+    np.testing.assert_allclose(np.concatenate([np.asarray(a[n]["bias"]).ravel() for n in qkv]), ref["in_b"], rtol=2e-5, atol=2e-6)
+    np.testing.assert_allclose(np.asarray(a["out"]["kernel"]), ref["out"], rtol=2e-5, atol=2e-6)
+    np.testing.assert_allclose(np.asarray(p["w"]), ref["w"], rtol=2e-5, atol=2e-6)
+
+    tx_t, _ = build_optimizer(optim_config("crabnet", steps_per_epoch=2, lamb_trust_groups="tensor"), 8)
+    pt = jax.tree.map(jnp.asarray, params)
+    st = tx_t.init(pt)
+    for g in grads_seq:
+        u, st = tx_t.update(jax.tree.map(jnp.asarray, g), st, pt)
+        pt = optax.apply_updates(pt, u)
+    assert not np.allclose(np.asarray(pt["block"]["attention"]["query"]["kernel"]), np.asarray(a["query"]["kernel"]))
+    np.testing.assert_allclose(np.asarray(pt["w"]), np.asarray(p["w"]), rtol=1e-6)
+    with pytest.raises(ValueError, match="lamb_trust_groups='packed'"):
+        build_optimizer(optim_config("crabnet", steps_per_epoch=2, lamb_trust_groups="packed"), 8)
