@@ -46,7 +46,6 @@ our MAE, the reported MAE, the train-mean baseline MAE, the validation curve).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import pathlib
@@ -56,6 +55,7 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from mmjax.config_file import load_config  # noqa: E402 (the checkout's mmjax)
 DATA = ROOT.parent / "shared" / "data" / "crabnet_benchmarks"
 SPLITS = ("train", "val", "test")
 TASKS = ("aflow__Egap", "aflow__ael_bulk_modulus_vrh", "aflow__ael_shear_modulus_vrh", "mp_bulk_modulus",
@@ -67,13 +67,6 @@ QUICK_ENCODER = dict(d_model=32, num_layers=1, num_heads=2, mlp_dim=64, element_
 QUICK_HEAD = (32,)
 QUICK_ROWS = {"train": 300, "val": 100, "test": 100}
 PAPER_EPOCHS = 300  # the most epochs: CrabNet's benchmark_crabnet.py calls model.fit(epochs=300) for Table 2
-
-
-def load_config(path: pathlib.Path, arg: str | None = None):
-    spec = importlib.util.spec_from_file_location(f"bench_cfg_{path.stem}", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.get_config(arg)
 
 
 def max_elements_of(task: str) -> int:

@@ -65,7 +65,6 @@ import argparse
 import ast
 import dataclasses
 import gzip
-import importlib.util
 import json
 import math
 import pathlib
@@ -74,6 +73,7 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from mmjax.config_file import load_config  # noqa: E402 (the checkout's mmjax)
 SHARED = ROOT.parent / "shared" / "data"
 LABELS = SHARED / "matbench" / "matbench_perovskites.json.bz2"
 STRUCTURES = SHARED / "perovskites" / "labelled.csv.gz"
@@ -93,18 +93,6 @@ PRESETS = {
                      pretrain_steps=400, pretrain_batch=64, pretrain_lr=1e-3),
 }
 QUICK_PRETRAIN = dict(pretrain_steps=60, pretrain_batch=32, structures=1500)
-
-
-def load_config(spec: str):
-    """``path`` or ``path:arg`` -> ``get_config(arg)`` of that config file."""
-    path, _, arg = spec.partition(":")
-    path = pathlib.Path(path)
-    if not path.is_absolute() and not path.exists():
-        path = ROOT / path
-    mod_spec = importlib.util.spec_from_file_location(f"bench_cfg_{path.stem}", path)
-    mod = importlib.util.module_from_spec(mod_spec)
-    mod_spec.loader.exec_module(mod)
-    return mod.get_config(arg or None)
 
 
 def mbid_links(source: str) -> dict[str, str]:

@@ -25,7 +25,6 @@ import sys
 import tempfile
 import time
 
-import numpy as np
 
 
 def load_items(data: pathlib.Path, limit: int | None):

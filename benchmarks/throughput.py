@@ -315,14 +315,9 @@ def _toy_row(size: str, slots: int | None = None):
 
 def load_config(config_name: str, arg: str | None):
     """``configs/<config_name>.py``'s ``get_config(arg)``."""
-    import importlib.util
-    import pathlib
+    from mmjax.config_file import load_config as load_file
 
-    path = pathlib.Path(__file__).resolve().parents[1] / "configs" / f"{config_name}.py"
-    spec = importlib.util.spec_from_file_location(f"bench_cfg_{config_name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
+    return load_file(f"configs/{config_name}.py", arg)
 
 
 def row_config(config_name: str, size: str, full_batch_per_device: int, slots: int | None = None):

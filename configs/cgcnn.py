@@ -20,16 +20,11 @@ BatchNorm as the reference (``norm="batch"``: bn1 over the edges, bn2 over the a
 
 from __future__ import annotations
 
-import importlib.util
-import pathlib
-
 import ml_collections
 
+from configs import base
 from mmjax.train.optim import optim_config
 
-_spec = importlib.util.spec_from_file_location("mmjax_configs_base", pathlib.Path(__file__).with_name("base.py"))
-base = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(base)
 
 CGCNN_BATCH = 256  # cgcnn main.py: --batch-size 256
 CGCNN_EPOCHS = 30  # cgcnn main.py: --epochs 30

@@ -23,16 +23,11 @@ procedure (``c.train.epochs`` = 40, as train_crabnet.py). ``:small`` keeps a lea
 
 from __future__ import annotations
 
-import importlib.util
-import pathlib
-
 import ml_collections
 
+from configs import base
 from mmjax.train.optim import optim_config
 
-_spec = importlib.util.spec_from_file_location("mmjax_configs_base", pathlib.Path(__file__).with_name("base.py"))
-base = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(base)
 
 CRABNET_BATCH = 512
 EPOCHS = 40  # train_crabnet.py: model.fit(epochs=40)

@@ -15,14 +15,10 @@ variant binds crystal (hub) with pXRD only. MatBind's pXRD is matminer's 128-poi
 
 from __future__ import annotations
 
-import importlib.util
-import pathlib
-
 import ml_collections
 
-_spec = importlib.util.spec_from_file_location("mmjax_configs_base", pathlib.Path(__file__).with_name("base.py"))
-base = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(base)
+from configs import base
+
 
 PAPER_BATCH = 180  # train_crys_dos_pxrd_text.yaml: batch 180 per device
 

@@ -18,14 +18,10 @@ MP JSON export with "dos"/"chgcar" fields, read by mmjax.data.sources.read_mp_js
 
 from __future__ import annotations
 
-import importlib.util
-import pathlib
-
 import ml_collections
 
-_spec = importlib.util.spec_from_file_location("mmjax_configs_base", pathlib.Path(__file__).with_name("base.py"))
-base = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(base)
+from configs import base
+
 
 PAPER_BATCH = 128  # multimat.py: --batch_size 128
 

@@ -8,12 +8,7 @@ cross-correlation centres and normalises the embedding columns itself (Eq. S4), 
 
 from __future__ import annotations
 
-import importlib.util
-import pathlib
-
-_spec = importlib.util.spec_from_file_location("mmjax_configs_multimat", pathlib.Path(__file__).with_name("multimat.py"))
-multimat = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(multimat)
+from configs import multimat
 
 
 def get_config(arg=None):

@@ -10,12 +10,7 @@ the small variant keeps the three encoders tiny and is meant for a dataset that 
 
 from __future__ import annotations
 
-import importlib.util
-import pathlib
-
-_spec = importlib.util.spec_from_file_location("mmjax_configs_multimat", pathlib.Path(__file__).with_name("multimat.py"))
-multimat = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(multimat)
+from configs import multimat
 
 
 def get_config(arg=None):

@@ -9,14 +9,10 @@ head per target; optimiser and schedule as XxaCT-NN (Sec. 3.4), 50 epochs at bat
 
 from __future__ import annotations
 
-import importlib.util
-import pathlib
-
 import ml_collections
 
-_spec = importlib.util.spec_from_file_location("mmjax_configs_base", pathlib.Path(__file__).with_name("base.py"))
-base = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(base)
+from configs import base
+
 
 PAPER_GLOBAL_BATCH, PAPER_DEVICES = 32768, 8
 

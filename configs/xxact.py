@@ -15,14 +15,10 @@ replaced by the synthetic regression target ``ewald_energy_per_atom``; use a rea
 
 from __future__ import annotations
 
-import importlib.util
-import pathlib
-
 import ml_collections
 
-_spec = importlib.util.spec_from_file_location("mmjax_configs_base", pathlib.Path(__file__).with_name("base.py"))
-base = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(base)
+from configs import base
+
 
 # Paper, Sec. 3.4: "a large batch size of 32,768 on 8 NVIDIA H100".
 PAPER_GLOBAL_BATCH = 32768

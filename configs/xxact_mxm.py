@@ -3,12 +3,7 @@
     python -m mmjax.main --config=configs/xxact_mxm.py:small --workdir=runs/xxact_mxm
 """
 
-import importlib.util
-import pathlib
-
-_spec = importlib.util.spec_from_file_location("mmjax_configs_xxact", pathlib.Path(__file__).with_name("xxact.py"))
-xxact = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(xxact)
+from configs import xxact
 
 
 def get_config(arg=None):

@@ -3,7 +3,6 @@ crystals), each command's JSON checked against values recomputed independently f
 it wrote (metrics.jsonl, predictions.csv, embeddings.npz, the stored dataset)."""
 
 import csv
-import importlib.util
 import json
 import os
 import pathlib
@@ -14,6 +13,7 @@ import numpy as np
 import pytest
 
 from mmjax import analyze
+from mmjax.config_file import load_config
 from mmjax.train.data import prepare_dataset, split_indices
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -29,10 +29,7 @@ TINY = {
 
 
 def tiny_config(data_dir):
-    spec = importlib.util.spec_from_file_location("xxact_cfg", CONFIG)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    c = mod.get_config("small")
+    c = load_config(CONFIG, "small")
     for dotted, value in {**TINY, "data.data_dir": str(data_dir)}.items():
         *path, last = dotted.split(".")
         node = c

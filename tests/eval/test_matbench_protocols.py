@@ -5,8 +5,7 @@ X-MoPA protocol frozen encoders + trained heads and the MultiMat protocol a fine
 encoder + linear head.
 """
 
-import importlib.util
-import pathlib
+import importlib
 
 import pytest
 
@@ -14,14 +13,9 @@ from mmjax.eval.matbench import PROTOCOLS, downstream_config, pretraining_config
 from mmjax.systems import build_system
 from mmjax.train.data import config_targets, feature_spec
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
-
 
 def load_config(name: str, arg: str = "small"):
-    spec = importlib.util.spec_from_file_location(f"cfg_protocol_{name}", REPO / "configs" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.get_config(arg)
+    return importlib.import_module(f"configs.{name}").get_config(arg)
 
 
 @pytest.mark.parametrize("name", ["xmopa", "multimat"])

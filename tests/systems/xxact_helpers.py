@@ -7,7 +7,7 @@ graph, a regression target ``y`` (NaN for every 5th record), and the class label
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import pathlib
 
 import jax
@@ -23,10 +23,7 @@ XRD_TOKENS, XRD_PATCH = 4, 8
 
 def load_config(name: str, arg: str | None = "small"):
     """``configs/<name>.py``'s get_config(arg)."""
-    spec = importlib.util.spec_from_file_location(f"cfg_{name}", REPO / "configs" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
+    return importlib.import_module(f"configs.{name}").get_config(arg)
 
 
 def record(rng: np.random.Generator, i: int) -> dict:
