@@ -175,7 +175,7 @@ def labelled_copy(pre_cfg, cache: pathlib.Path, labels: dict, source: str = "lin
     import numpy as np
 
     from mmjax.data import store
-    from mmjax.train.data import dataset_dir
+    from mmjax.data.cache import dataset_dir
 
     mbid_of = mbid_links(source)
     row_of = {m: i for i, m in enumerate(labels["ids"])}
@@ -321,7 +321,7 @@ def pretrain(protocol: str, config, args, n_devices: int) -> tuple[pathlib.Path 
           f"modalities {tuple(cfg.data.modalities)}; workdir {workdir}")
     t0 = time.time()
     if args.control:
-        from mmjax.train.data import prepare_dataset
+        from mmjax.data.cache import prepare_dataset
 
         print("   --control: pretraining SKIPPED; the supervised stage starts from random initialisation "
               "(same architecture, features, trainable groups and schedule)")
@@ -438,7 +438,7 @@ def main(argv=None) -> int:
     if protocol != "scratch":
         import jax
 
-        from mmjax.train.data import feature_spec
+        from mmjax.data.spec import feature_spec
 
         init_from, pre_info, pre_cfg = pretrain(protocol, config, args, jax.device_count())
         # the supervised stage sees the same features as pretraining, plus the target

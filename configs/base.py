@@ -55,7 +55,7 @@ def make_base() -> ml_collections.ConfigDict:
         device_resident_max_mb=1024.0,
         num_workers=2,            # featurisation worker processes (0 = in-process)
         num_shards=1,             # --mode=featurize as a job array: K tasks with shard_index 0..K-1,
-        shard_index=0,            # then one with shard_index=-1 merges (mmjax.train.data.featurize_shard)
+        shard_index=0,            # then one with shard_index=-1 merges (mmjax.data.cache.featurize_shard)
         predict_split="test",     # predict / embed without --input: train | eval | test | all
         evaluate_split="test",    # evaluate mode
         text_model="",            # text modality: BERT checkpoint folder (or hub id) for frozen embeddings

@@ -91,13 +91,13 @@ def shared_data_config(config: ml_collections.ConfigDict, workdir: str,
 
 
 def _targets(config) -> tuple[str, ...]:
-    from mmjax.train.data import config_targets
+    from mmjax.data.spec import config_targets
 
     return tuple(config_targets(config))
 
 
 def _dataset(config, workdir):
-    from mmjax.train.data import prepare_dataset
+    from mmjax.data.cache import prepare_dataset
 
     return prepare_dataset(config, workdir)
 
@@ -273,7 +273,7 @@ def train_subset_indices(config, n_total: int, size: int) -> np.ndarray:
 
     Subsets are nested: the first `size` of one permutation (``config.data.split_seed``) of the
     training indices, so a larger subset contains every smaller one."""
-    from mmjax.train.data import split_indices
+    from mmjax.data.spec import split_indices
 
     train = split_indices(config, n_total)["train"]
     if not 1 <= size <= len(train):
@@ -315,7 +315,8 @@ def learning_curve_analysis(config: ml_collections.ConfigDict, workdir: str, *, 
     in ``<workdir>/n<size>``. Errors fitted: ``<target>/mae`` (target units) for regression
     targets, ``1 - accuracy`` for classification targets (left out of the fit where 0)."""
     from mmjax.systems import build_system
-    from mmjax.train.data import build_iterator, split_indices
+    from mmjax.data.spec import split_indices
+    from mmjax.train.data import build_iterator
     from mmjax.train.loop import train
     from mmjax.train.modes import stage_config
 
@@ -394,7 +395,7 @@ def linear_probe_analysis(config: ml_collections.ConfigDict, workdir: str, *, in
     are chosen on the validation rows; the test rows are only predicted."""
     from mmjax.data.schema import CRYSTAL_SYSTEMS
     from mmjax.eval.probe import evaluate_classification_probe, evaluate_regression_probe
-    from mmjax.train.data import split_indices
+    from mmjax.data.spec import split_indices
 
     workdir = os.path.abspath(workdir)
     model_dir = os.path.abspath(init_from or workdir)
@@ -504,7 +505,7 @@ def finetune_tasks(config: ml_collections.ConfigDict, workdir: str, *, init_from
     """MultiMat downstream protocol: for each regression target, `run_finetune` (encoder + new
     linear head, everything trainable, from `init_from`) in ``<workdir>/<target>``; test MAE in
     target units beside the baseline that predicts the training-split mean."""
-    from mmjax.train.data import split_indices
+    from mmjax.data.spec import split_indices
     from mmjax.train.modes import run_finetune
 
     if not init_from:

@@ -1,7 +1,17 @@
-"""What a config asks of the data, resolved without the training engine (used by `mmjax.systems`
-and `mmjax.train.data`; `mmjax.data` never imports `mmjax.train`)."""
+"""What a config asks of the data, resolved without the training engine: modalities, targets,
+the `FeatureSpec` to featurise with, and the train / eval / test split (used by `mmjax.systems`,
+`mmjax.data.cache` and `mmjax.train.data`; `mmjax.data` never imports `mmjax.train`)."""
 
 from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+# Class labels as stored ("label/<name>") -> offset subtracted in Batches, so classification
+# targets in a Batch are 0-based class indices (space group 1..230 -> 0..229).
+CLASS_LABEL_OFFSETS = {"space_group": 1, "crystal_system": 0}
+SPLITS = ("train", "eval", "test", "all")
 
 
 def config_targets(config) -> tuple[str, ...]:
@@ -65,3 +75,86 @@ def check_target_shapes(schema: dict, config, targets) -> None:
         got = "a scalar" if not shape else f"{shape[0]} components"
         raise ValueError(f"config.data.target_dims.{name}={dims[name]}, but the dataset's target/{name} is {got} "
                          "per record")
+
+
+def config_option(section, key, default):
+    """``section.key`` when the config has it, else `default` (configs built on older bases)."""
+    try:
+        return section[key] if key in section else default
+    except (KeyError, AttributeError):
+        return default
+
+
+def config_modalities(config) -> tuple[str, ...]:
+    """``config.data.modalities`` (empty = every modality the stored dataset has)."""
+    return tuple(config_option(config.data, "modalities", ()) or ())
+
+
+def _element_table_of(config) -> str:
+    """The fixed element table a baseline encoder reads (``config.system.encoder.element_table``), or ""."""
+    system = config.get("system", None)
+    enc = system.get("encoder", None) if system is not None else None
+    return str(enc.get("element_table", "") or "") if hasattr(enc, "get") else ""
+
+
+def feature_spec(config) -> "FeatureSpec":
+    """The `FeatureSpec` implied by ``config.data``: which modalities to compute and how.
+
+    A modality is featurised when ``config.data.modalities`` names it (all structural ones when it
+    is empty); symmetry labels and every source target are always stored (so one cached dataset
+    serves pretraining, training and transfer). ``config.data.features`` holds the featuriser
+    settings (graph kind, cutoff, max_neighbors, xrd range / step / sigma, max_elements, text).
+    """
+    from mmjax.data.featurize import FeatureSpec
+
+    mods = config_modalities(config) or ("crystal", "composition", "xrd")
+    f = config_option(config.data, "features", None)
+    f = f.to_dict() if f is not None else {}
+    kw = dict(
+        graph=(f.get("graph") or "cgcnn") if "crystal" in mods else None,
+        xrd="xrd" in mods, composition="composition" in mods, symmetry=True,
+        dos="dos" in mods, charge_density="charge_density" in mods, text="text" in mods,
+        targets=None,
+    )
+    for key in ("cutoff", "max_neighbors", "xrd_sigma", "xrd_step", "max_elements", "symprec", "dos_length"):
+        if f.get(key) not in (None, 0, 0.0):  # 0 = the featuriser's default
+            kw[key] = f[key]
+    if f.get("text_robocrys") is not None:  # a bool: False must reach the spec too
+        kw["text_robocrys"] = bool(f["text_robocrys"])
+    table = _element_table_of(config)
+    if table:
+        from mmjax.data.features.elements import element_features
+
+        kw["max_atomic_number"] = int(element_features(table).shape[0] - 1)
+    if f.get("xrd_two_theta_range"):
+        kw["xrd_two_theta_range"] = tuple(f["xrd_two_theta_range"])
+    if f.get("dos_range"):
+        kw["dos_range"] = tuple(f["dos_range"])
+    return FeatureSpec(**kw)
+
+
+def stored_modalities(dataset) -> tuple[str, ...]:
+    """Batch modalities the stored dataset has."""
+    from mmjax.data.pipeline import PRESENCE_KEYS
+    from mmjax.data.schema import MODALITIES
+
+    return tuple(m for m in MODALITIES if PRESENCE_KEYS[m] in dataset.manifest.schema)
+
+
+def check_modalities(dataset, wanted: Sequence[str], what: str) -> None:
+    """Raise ValueError naming each modality of `wanted` that `dataset` lacks."""
+    have = stored_modalities(dataset)
+    missing = [m for m in wanted if m not in have]
+    if missing:
+        raise ValueError(f"{what}: the config needs modality {', '.join(repr(m) for m in missing)}, which the "
+                         f"dataset at {dataset.root} does not have (it has {list(have)}); give data with "
+                         f"{' and '.join(missing)} (e.g. structures rather than compositions) or another config")
+
+
+def split_indices(config, n: int) -> dict[str, np.ndarray]:
+    """``{"train", "eval", "test", "all"}`` index arrays: ``random_split(n, config.data.split, seed)``."""
+    from mmjax.data.splits import random_split
+
+    fractions = tuple(config_option(config.data, "split", (0.8, 0.1, 0.1)))
+    train, val, test = random_split(n, fractions, seed=int(config_option(config.data, "split_seed", 0)))
+    return {"train": train, "eval": val, "test": test, "all": np.arange(n, dtype=np.int64)}

@@ -48,7 +48,9 @@ import numpy as np
 from mmjax.data.schema import CRYSTAL_SYSTEMS
 
 from mmjax.train import mesh as mesh_lib
-from mmjax.train.data import _opt, build_iterator, peek, training_target_stats
+from mmjax.data.cache import training_target_stats
+from mmjax.data.spec import config_option
+from mmjax.train.data import build_iterator, peek
 from mmjax.train.loop import build_engine, evaluate, make_checkpointer, sharded_target, train
 from mmjax.train.model_folder import training_config
 from mmjax.train.outputs import collect_outputs
@@ -243,7 +245,7 @@ def _supervised(cfg, workdir, input_path):
 
 def run_featurize(config: ml_collections.ConfigDict, workdir: str, input_path: str | None = None) -> dict:
     """Featurise ``config.data`` (or `input_path`) into the cache; returns the manifest counts."""
-    from mmjax.train.data import featurize_shard, prepare_dataset
+    from mmjax.data.cache import featurize_shard, prepare_dataset
 
     num_shards = int(config.data.get("num_shards", 1))
     if num_shards > 1:  # one task of a cluster job array (or the final merge with shard_index=-1)
@@ -276,7 +278,7 @@ def _restore_params(system, config, workdir, example_host_batch):
 
 def target_stats(config, workdir: str) -> dict:
     """Target kinds and normalisation of the training data; cached in ``<workdir>/targets.json``
-    (`mmjax.train.data.training_target_stats`)."""
+    (`mmjax.data.cache.training_target_stats`)."""
     return training_target_stats(config, workdir)
 
 
@@ -394,7 +396,7 @@ def _output_path(workdir: str, output: str | None, default_name: str) -> str:
 def _with_input_cache_beside(config, output: str | None):
     """With ``--output`` and no ``data.data_dir``: featurised inputs are cached beside the output
     (so a read-only model folder is only read)."""
-    if not output or _opt(config.data, "data_dir", ""):
+    if not output or config_option(config.data, "data_dir", ""):
         return config
     c = copy.deepcopy(config)
     with c.unlocked():

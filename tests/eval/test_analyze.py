@@ -14,7 +14,8 @@ import pytest
 
 from mmjax import analyze
 from mmjax.config_file import load_config
-from mmjax.train.data import prepare_dataset, split_indices
+from mmjax.data.cache import prepare_dataset
+from mmjax.data.spec import split_indices
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 CONFIG = REPO / "configs" / "xxact.py"

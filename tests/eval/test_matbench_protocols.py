@@ -11,7 +11,7 @@ import pytest
 
 from mmjax.eval.matbench import PROTOCOLS, downstream_config, pretraining_config
 from mmjax.systems import build_system
-from mmjax.train.data import config_targets, feature_spec
+from mmjax.data.spec import config_targets, feature_spec
 
 
 def load_config(name: str, arg: str = "small"):

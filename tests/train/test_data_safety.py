@@ -6,7 +6,8 @@ import os
 import sys
 
 from mmjax.data.sources.prototypes import generate_one
-from mmjax.train import data as data_lib
+from mmjax.data import cache as data_cache
+from mmjax.data import spec as data_spec
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1] / "systems"))
 from xxact_helpers import load_config  # noqa: E402
@@ -22,32 +23,32 @@ def test_in_place_rewrite_of_an_input_file_changes_the_key(tmp_path):
     cifs = tmp_path / "cifs"
     _write_cifs(cifs, [1, 2])
     config = load_config("cgcnn")
-    before = data_lib.dataset_dir(config, str(tmp_path / "w"), str(cifs))
-    assert data_lib.dataset_dir(config, str(tmp_path / "w"), str(cifs)) == before  # stable
+    before = data_cache.dataset_dir(config, str(tmp_path / "w"), str(cifs))
+    assert data_cache.dataset_dir(config, str(tmp_path / "w"), str(cifs)) == before  # stable
     st = os.stat(cifs)
     generate_one(7, seed=0).structure.to(filename=str(cifs / "m0.cif"))  # same name, new structure
     os.utime(cifs, ns=(st.st_atime_ns, st.st_mtime_ns))  # the folder's own stamp as before
-    assert data_lib.dataset_dir(config, str(tmp_path / "w"), str(cifs)) != before
+    assert data_cache.dataset_dir(config, str(tmp_path / "w"), str(cifs)) != before
 
 
 def test_text_model_and_pooling_are_part_of_the_key(tmp_path):
     config = load_config("xmopa")
-    assert data_lib.feature_spec(config).text
-    a = data_lib.dataset_dir(config, str(tmp_path))
+    assert data_spec.feature_spec(config).text
+    a = data_cache.dataset_dir(config, str(tmp_path))
     config.data.text_pooling = "mean" if config.data.text_pooling != "mean" else "cls"
-    b = data_lib.dataset_dir(config, str(tmp_path))
+    b = data_cache.dataset_dir(config, str(tmp_path))
     bert = tmp_path / "bert"
     bert.mkdir()
     (bert / "config.json").write_text("{}")
     config.data.text_model = str(bert)
-    c = data_lib.dataset_dir(config, str(tmp_path))
+    c = data_cache.dataset_dir(config, str(tmp_path))
     (bert / "config.json").write_text('{"hidden_size": 768}')  # other weights/config in the same folder
-    d = data_lib.dataset_dir(config, str(tmp_path))
+    d = data_cache.dataset_dir(config, str(tmp_path))
     assert len({a, b, c, d}) == 4
     plain = load_config("cgcnn")  # no text features: the text settings do not matter
-    k = data_lib.dataset_dir(plain, str(tmp_path))
+    k = data_cache.dataset_dir(plain, str(tmp_path))
     plain.data.text_model = str(bert)
-    assert data_lib.dataset_dir(plain, str(tmp_path)) == k
+    assert data_cache.dataset_dir(plain, str(tmp_path)) == k
 
 
 def test_element_beyond_the_model_table_is_a_named_bad_record():
@@ -59,7 +60,7 @@ def test_element_beyond_the_model_table_is_a_named_bad_record():
     from mmjax.data.material import Material, RecordError
 
     config = load_config("cgcnn")  # :small, the rebuilt cgcnn92 table (Z <= 100)
-    spec = data_lib.feature_spec(config)
+    spec = data_spec.feature_spec(config)
     assert spec.max_atomic_number == 100
     og = Material(id="og-1", structure=Structure(Lattice.cubic(4.0), ["Og", "Na"], [[0, 0, 0], [0.5, 0.5, 0.5]]))
     import pytest
@@ -67,7 +68,7 @@ def test_element_beyond_the_model_table_is_a_named_bad_record():
     with pytest.raises(RecordError, match=r"og-1.*element Og \(Z=118\) is outside the model's element table"):
         featurize_material(og, spec)
     config.system.encoder.element_table = ""
-    assert data_lib.feature_spec(config).max_atomic_number is None
+    assert data_spec.feature_spec(config).max_atomic_number is None
 
 
 def test_epochs_become_steps_from_the_actual_training_set(tmp_path):
@@ -101,8 +102,8 @@ def test_a_folder_of_only_refused_structures_names_each_reason(tmp_path):
     config.data.num_workers = 0
     with pytest.raises(ValueError, match=r"none of the 2 materials could be used: broken.cif: CIF does not parse.*; disordered: disordered "
                                          r"structure \(partial occupancy\)"):
-        data_lib.prepare_dataset(config, str(tmp_path / "w"), str(cifs))
-    assert not os.path.exists(data_lib.dataset_dir(config, str(tmp_path / "w"), str(cifs)))
+        data_cache.prepare_dataset(config, str(tmp_path / "w"), str(cifs))
+    assert not os.path.exists(data_cache.dataset_dir(config, str(tmp_path / "w"), str(cifs)))
 
 
 def test_an_isolated_atom_is_kept_with_a_warning_in_the_manifest_and_on_screen(tmp_path, capsys):
@@ -115,7 +116,7 @@ def test_an_isolated_atom_is_kept_with_a_warning_in_the_manifest_and_on_screen(t
     Structure(Lattice.cubic(20.0), ["Na", "Cl"], [[0, 0, 0], [0.5, 0, 0]]).to(filename=str(cifs / "gas.cif"))  # 10 Å apart
     config = load_config("cgcnn")
     config.data.num_workers = 0
-    ds = data_lib.prepare_dataset(config, str(tmp_path / "w"), str(cifs))
+    ds = data_cache.prepare_dataset(config, str(tmp_path / "w"), str(cifs))
     assert len(ds) == 2 and ds.manifest.skipped == []
     (warning,) = ds.manifest.warnings
     assert warning["id"] == "gas" and "2 of 2 atoms have no neighbour within the 8" in warning["warning"]

@@ -3,7 +3,7 @@
 import numpy as np
 
 from mmjax.data.store import Dataset
-from mmjax.train import data as data_lib
+from mmjax.data import cache as data_cache
 from mmjax.train.modes import MODES
 from test_modes import tiny_config
 
@@ -21,7 +21,7 @@ def test_sharded_featurize_then_merge_equals_unsharded(tmp_path):
         config.data.shard_index = k
         outs.append(MODES["featurize"](config, sharded))
     assert [o["written"] for o in outs] == [3, 3, 3]
-    folder = data_lib.dataset_dir(config, sharded)
+    folder = data_cache.dataset_dir(config, sharded)
     config.data.shard_index = -1
     merged = MODES["featurize"](config, sharded)
     assert merged["path"] == folder and merged["written"] == whole["written"] == 9
@@ -36,4 +36,4 @@ def test_sharded_featurize_then_merge_equals_unsharded(tmp_path):
     # A later run (unsharded config) finds the merged dataset in the usual place.
     config.data.num_shards = 1
     config.data.shard_index = 0
-    assert data_lib.prepare_dataset(config, sharded).root == b.root
+    assert data_cache.prepare_dataset(config, sharded).root == b.root

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 
 from mmjax.data.sources.prototypes import generate_one
+from mmjax.data import cache as data_cache
+from mmjax.data import spec as data_spec
 from mmjax.train import data as data_lib
 from mmjax.train.checkpoint import load_params
 from mmjax.train.modes import (MODES, pretrain_config, probe_groups, run_embed, run_evaluate, run_predict, run_probe,
@@ -69,17 +71,17 @@ def test_featurised_data_is_cached_and_reused(trained, monkeypatch):
     config, workdir, _ = trained
     folders = [p for p in (workdir / "data").iterdir() if p.is_dir()]
     assert len(folders) == 1 and folders[0].name.startswith("prototypes-")
-    data_lib._DATASET_CACHE.clear()
+    data_cache._DATASET_CACHE.clear()
 
     def refuse(*args, **kwargs):
         raise AssertionError("featurised again instead of re-using the cache")
 
     monkeypatch.setattr("mmjax.data.featurize.featurize_dataset", refuse)
-    ds = data_lib.prepare_dataset(config, str(workdir))
+    ds = data_cache.prepare_dataset(config, str(workdir))
     assert str(ds.root) == str(folders[0]) and len(ds) == 40
     # another num_materials is another dataset (its own folder)
     other = tiny_config(n=41)
-    assert data_lib.dataset_dir(other, str(workdir)) != str(folders[0])
+    assert data_cache.dataset_dir(other, str(workdir)) != str(folders[0])
 
 
 def test_predict_and_embed_on_an_input_folder_keep_the_ids(trained, tmp_path):
@@ -141,8 +143,8 @@ def test_input_labels_come_back_in_their_own_units_whatever_their_spread(trained
 def test_predict_without_input_uses_the_test_split_and_evaluate(trained):
     config, workdir, _ = trained
     cols = run_predict(config, str(workdir))
-    ds = data_lib.prepare_dataset(config, str(workdir))
-    test_ids = ds.ids[data_lib.split_indices(config, len(ds))["test"]]
+    ds = data_cache.prepare_dataset(config, str(workdir))
+    test_ids = ds.ids[data_spec.split_indices(config, len(ds))["test"]]
     assert sorted(cols["id"]) == sorted(test_ids.tolist())
     # labels are in the output, in target units (crystal system index 0..6)
     truth = np.asarray(cols["crystal_system_true"])

@@ -306,7 +306,8 @@ def elastic_run(tmp_path_factory):
 
 
 def test_elastic_tensor_trains_evaluates_and_predicts_per_component(elastic_run):
-    from mmjax.train import data as data_lib
+    from mmjax.data import cache as data_cache
+    from mmjax.data import spec as data_spec
     from mmjax.train.modes import run_evaluate, run_predict
 
     cfg, workdir, summary, truth = elastic_run
@@ -319,8 +320,8 @@ def test_elastic_tensor_trains_evaluates_and_predicts_per_component(elastic_run)
         header = next(csv.reader(fh))
     assert [f"elastic_{i}" for i in range(21)] == [h for h in header if h.startswith("elastic_") and
                                                    not h.endswith("_true")]
-    ds = data_lib.prepare_dataset(cfg, str(workdir))
-    test_ids = ds.ids[data_lib.split_indices(cfg, len(ds))["test"]]
+    ds = data_cache.prepare_dataset(cfg, str(workdir))
+    test_ids = ds.ids[data_spec.split_indices(cfg, len(ds))["test"]]
     assert sorted(cols["id"]) == sorted(test_ids.tolist())
     pred = np.stack([np.asarray(cols[f"elastic_{i}"], np.float64) for i in range(21)], axis=1)
     true = np.stack([np.asarray(cols[f"elastic_{i}_true"], np.float64) for i in range(21)], axis=1)
