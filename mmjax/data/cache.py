@@ -18,9 +18,13 @@ from typing import Any, Callable
 
 import jax
 
+from mmjax.data.featurize import featurize_dataset
 from mmjax.data.normalise import table_from_manifest
-from mmjax.data.spec import (CLASS_LABEL_OFFSETS, config_option, config_targets,
-                             feature_spec)
+from mmjax.data.sources import read_source
+from mmjax.data.sources.prototypes import generate_one
+from mmjax.data.spec import CLASS_LABEL_OFFSETS, config_option, config_targets, feature_spec
+from mmjax.data.store import Dataset, merge_manifests
+from mmjax.data.text_embed import embed_dataset
 
 log = logging.getLogger(__name__)
 _DATASET_CACHE: dict[str, Any] = {}
@@ -103,7 +107,6 @@ def prototype_material(item: tuple):
     The stored labels ``space_group`` / ``crystal_system`` come from the featuriser's symmetry
     step (``label/*``, class labels); the duplicate float targets are dropped here.
     """
-    from mmjax.data.sources.prototypes import generate_one
 
     m = generate_one(int(item[1]), seed=int(item[2]))
     for name in CLASS_LABEL_OFFSETS:
@@ -114,7 +117,6 @@ def prototype_material(item: tuple):
 def _read_materials(req: dict, config) -> tuple[list, Callable | None, list]:
     """(items, parse, read errors) for `featurize_dataset`: prototypes are generated inside the
     workers; the read errors are ``{"id", "reason"}`` of the records the reader could not read."""
-    from mmjax.data.sources import read_source
 
     if req["source"] == "prototypes":
         n, seed = req["kwargs"]["n"], req["kwargs"]["seed"]
@@ -136,7 +138,6 @@ def _read_materials(req: dict, config) -> tuple[list, Callable | None, list]:
 def _finish_dataset(config, tmp: str, folder: str) -> None:
     """Add the frozen text embeddings (when the spec has text) and move `tmp` into place atomically."""
     if feature_spec(config).text:
-        from mmjax.data.text_embed import embed_dataset
 
         model = config_option(config.data, "text_model", "")
         if not model:
@@ -151,7 +152,6 @@ def _finish_dataset(config, tmp: str, folder: str) -> None:
 def _featurize_into(config, out_dir: str, input_path: str | None, progress: bool | None,
                     shard_index: int = 0, num_shards: int = 1):
     """Run `featurize_dataset` over the configured source (one shard of it) into `out_dir`."""
-    from mmjax.data.featurize import featurize_dataset
 
     req = _source_request(config, input_path)
     items, parse, read_errors = _read_materials(req, config)
@@ -171,7 +171,6 @@ def prepare_dataset(config, workdir: str | None = None, input_path: str | None =
     a killed featurisation never leaves a half dataset behind. With the ``text`` modality the
     frozen text embeddings (``config.data.text_model``, ``config.data.text_pooling``) are added.
     """
-    from mmjax.data.store import Dataset
 
     folder = dataset_dir(config, workdir, input_path)
     if folder in _DATASET_CACHE:
@@ -228,7 +227,6 @@ def featurize_shard(config, workdir: str | None, shard_index: int, num_shards: i
     manifests (`mmjax.data.store.merge_manifests`), adds text embeddings if configured, and moves
     the result to `dataset_dir`, where every later run finds it. Returns the manifest counts.
     """
-    from mmjax.data.store import merge_manifests
 
     folder = dataset_dir(config, workdir, input_path)
     shards = f"{folder}.shards"

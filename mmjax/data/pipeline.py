@@ -26,6 +26,7 @@ import numpy as np
 
 from mmjax.data import schema as S
 from mmjax.data.budgets import GraphBudget, budgets_from_manifest
+from mmjax.data.device_store import DeviceStore, estimate_nbytes
 from mmjax.data.material import RecordError
 from mmjax.data.normalise import normalise, table_from_manifest, target_moments
 from mmjax.data.gather import ColumnGather
@@ -348,14 +349,12 @@ class BatchIterator:
     def device_store(self, finalize=None):
         """A `mmjax.data.device_store.DeviceStore` of every record of this iterator's dataset,
         making the Batches this iterator makes (``finalize``: host post-processing of a Batch)."""
-        from mmjax.data.device_store import DeviceStore
 
         return DeviceStore.build(self.assembler, self._gather, len(self.dataset),
                                  finalize=finalize)
 
     def device_store_nbytes(self) -> int:
         """Size estimate (bytes) of `device_store` without building it."""
-        from mmjax.data.device_store import estimate_nbytes
 
         return estimate_nbytes(self.assembler, self.dataset)
 

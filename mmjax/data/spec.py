@@ -8,6 +8,12 @@ from typing import Sequence
 
 import numpy as np
 
+from mmjax.data.featurize import FeatureSpec
+from mmjax.data.features.elements import element_features
+from mmjax.data.pipeline import PRESENCE_KEYS
+from mmjax.data.schema import MODALITIES
+from mmjax.data.splits import random_split
+
 # Class labels as stored ("label/<name>") -> offset subtracted in Batches, so classification
 # targets in a Batch are 0-based class indices (space group 1..230 -> 0..229).
 CLASS_LABEL_OFFSETS = {"space_group": 1, "crystal_system": 0}
@@ -105,7 +111,6 @@ def feature_spec(config) -> "FeatureSpec":
     serves pretraining, training and transfer). ``config.data.features`` holds the featuriser
     settings (graph kind, cutoff, max_neighbors, xrd range / step / sigma, max_elements, text).
     """
-    from mmjax.data.featurize import FeatureSpec
 
     mods = config_modalities(config) or ("crystal", "composition", "xrd")
     f = config_option(config.data, "features", None)
@@ -123,7 +128,6 @@ def feature_spec(config) -> "FeatureSpec":
         kw["text_robocrys"] = bool(f["text_robocrys"])
     table = _element_table_of(config)
     if table:
-        from mmjax.data.features.elements import element_features
 
         kw["max_atomic_number"] = int(element_features(table).shape[0] - 1)
     if f.get("xrd_two_theta_range"):
@@ -135,8 +139,6 @@ def feature_spec(config) -> "FeatureSpec":
 
 def stored_modalities(dataset) -> tuple[str, ...]:
     """Batch modalities the stored dataset has."""
-    from mmjax.data.pipeline import PRESENCE_KEYS
-    from mmjax.data.schema import MODALITIES
 
     return tuple(m for m in MODALITIES if PRESENCE_KEYS[m] in dataset.manifest.schema)
 
@@ -153,7 +155,6 @@ def check_modalities(dataset, wanted: Sequence[str], what: str) -> None:
 
 def split_indices(config, n: int) -> dict[str, np.ndarray]:
     """``{"train", "eval", "test", "all"}`` index arrays: ``random_split(n, config.data.split, seed)``."""
-    from mmjax.data.splits import random_split
 
     fractions = tuple(config_option(config.data, "split", (0.8, 0.1, 0.1)))
     train, val, test = random_split(n, fractions, seed=int(config_option(config.data, "split_seed", 0)))

@@ -30,8 +30,10 @@ import ml_collections
 import numpy as np
 
 from mmjax.data.cache import prepare_dataset, training_target_stats
+from mmjax.data.pipeline import make_batches
 from mmjax.data.spec import (CLASS_LABEL_OFFSETS, SPLITS, check_modalities, check_target_shapes, config_modalities,
                              config_option, config_targets, split_indices, stored_modalities)
+from mmjax.train.prefetch import batch_put_fn
 
 Batch = dict[str, Any]
 log = logging.getLogger(__name__)
@@ -227,7 +229,6 @@ def device_feed(iterator, config, mesh):
     (`mmjax.train.step.make_train_step`), which gathers the Batch on the devices. Otherwise
     ``(iterator, batch_put_fn(mesh), None)``: host-assembled Batches. Both train on the same
     Batches."""
-    from mmjax.train.prefetch import batch_put_fn
 
     mode = str(config_option(config.data, "device_resident", "off"))
     if mode not in ("auto", "on", "off"):
@@ -264,7 +265,6 @@ def featurized_source(config: ml_collections.ConfigDict, split: str, input_path:
     `rows` (optional): ``rows(n_materials) -> dataset indices`` used instead of the split's
     (e.g. a training subset for a learning curve); batching stays that of `split`.
     """
-    from mmjax.data.pipeline import make_batches
 
     if split not in SPLITS + ("predict",):
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS + ('predict',)}")
