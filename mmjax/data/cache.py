@@ -23,7 +23,8 @@ from mmjax.data.normalise import table_from_manifest
 from mmjax.data.sources import read_source
 from mmjax.data.sources.prototypes import generate_one
 from mmjax.data.spec import CLASS_LABEL_OFFSETS, config_option, config_targets, feature_spec
-from mmjax.data.store import Dataset, merge_manifests
+from mmjax.data.store import Dataset
+from mmjax.data.store_writer import merge_manifests
 from mmjax.data.text_embed import embed_dataset
 
 log = logging.getLogger(__name__)
@@ -224,7 +225,7 @@ def featurize_shard(config, workdir: str | None, shard_index: int, num_shards: i
     Each array task runs ``--mode=featurize --config.data.num_shards=K --config.data.shard_index=k``
     (k = 0..K-1; shard k is the k-th contiguous range of the source) and writes into
     ``<dataset_dir>.shards/``; a final ``--config.data.shard_index=-1`` joins the shard
-    manifests (`mmjax.data.store.merge_manifests`), adds text embeddings if configured, and moves
+    manifests (`mmjax.data.store_writer.merge_manifests`), adds text embeddings if configured, and moves
     the result to `dataset_dir`, where every later run finds it. Returns the manifest counts.
     """
 

@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from mmjax.data import schema as S
-from mmjax.data import store
+from mmjax.data import store, store_writer
 from mmjax.data.material import Material, RecordError
 
 log = logging.getLogger(__name__)
@@ -416,7 +416,7 @@ def featurize_dataset(
     num_workers: worker processes (``mp_context``, "spawn" by default); 0 = in this process.
         Work goes to workers in chunks of ``chunk_size`` items; results are written in order.
     shard_index / num_shards: see the module docstring; with ``num_shards > 1`` the manifest
-        is ``manifest-SSSSS-of-NNNNN.json`` and :func:`mmjax.data.store.merge_manifests` joins them.
+        is ``manifest-SSSSS-of-NNNNN.json`` and :func:`mmjax.data.store_writer.merge_manifests` joins them.
     records_per_file: records per chunk folder.
     read_errors: ``{"id", "reason"}`` of records the source reader already refused; listed first
         in ``manifest.skipped`` and counted as input (so the manifest accounts for every record).
@@ -430,12 +430,12 @@ def featurize_dataset(
     if num_workers < 0 or chunk_size < 1:
         raise ValueError("num_workers must be >= 0 and chunk_size >= 1")
     out = pathlib.Path(out_dir)
-    if (out / store.manifest_name(shard_index, num_shards)).exists():
-        raise FileExistsError(f"{out / store.manifest_name(shard_index, num_shards)} exists; "
+    if (out / store_writer.manifest_name(shard_index, num_shards)).exists():
+        raise FileExistsError(f"{out / store_writer.manifest_name(shard_index, num_shards)} exists; "
                               "featurise into a fresh folder")
     start, stop = shard_range(len(materials), shard_index, num_shards)
     items = [(start + i, materials[start + i]) for i in range(stop - start)]
-    writer = store.StoreWriter(out, shard_index=shard_index, records_per_file=records_per_file)
+    writer = store_writer.StoreWriter(out, shard_index=shard_index, records_per_file=records_per_file)
     skipped: list = [dict(r) for r in read_errors]
     warned: list = []
     t0 = time.perf_counter()
@@ -461,5 +461,5 @@ def featurize_dataset(
     info = store.provenance(spec.to_dict(), sources, command)
     info["seconds"] = round(time.perf_counter() - t0, 3)
     info["num_workers"] = num_workers
-    return store.finish_manifest(out, writer, skipped=skipped, warnings=warned, num_input=len(items) + len(read_errors),
+    return store_writer.finish_manifest(out, writer, skipped=skipped, warnings=warned, num_input=len(items) + len(read_errors),
                                  shard_index=shard_index, num_shards=num_shards, grids=grids, provenance_info=info)

@@ -20,7 +20,9 @@ ragged; every other array column has one fixed per-record shape. A chunk that la
 file means the column is absent for all its records.
 
 Sharded featurisation (``num_shards > 1``) writes ``manifest-SSSSS-of-NNNNN.json`` per shard
-into the same folder; :func:`merge_manifests` joins them into ``manifest.json``.
+into the same folder; `mmjax.data.store_writer.merge_manifests` joins them into ``manifest.json``.
+This module reads datasets (`Manifest`, `Dataset`); `mmjax.data.store_writer` writes them and
+`mmjax.data.store_statistics` computes the manifest's statistics.
 """
 
 from __future__ import annotations
@@ -38,11 +40,17 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from mmjax.data.material import RecordError
+from mmjax.data.store_statistics import SCALE_KEYS, column_moments, update_statistics
+
 
 FORMAT_VERSION = 1
+
+
 MANIFEST = "manifest.json"
+
+
 RAGGED_PREFIXES = ("crystal/", "composition/")
-PERCENTILES = (50.0, 75.0, 90.0, 95.0, 99.0, 99.9, 100.0)
+
 
 # Declared dtypes of the record keys in mmjax.data.schema; other keys keep their own dtype.
 DTYPES = {
@@ -62,45 +70,33 @@ DTYPES = {
     "label/space_group": np.int32,
     "label/crystal_system": np.int32,
 }
+
+
 STRING_KEYS = ("text/raw", "text/source")
-# Float columns whose value moments (count, sum, sum of squares, min, max) are kept per chunk.
-SCALE_KEYS = ("xrd", "dos/densities", "charge_density", "text_embedding")
-
-_KEY_RE = re.compile(r"^[a-z0-9_]+(/[a-z0-9_]+)*$")
 
 
-def modality_of(key: str) -> str:
-    """Modality name (a ``Batch["present"]`` key, or 'target'/'label'/'text_raw') of a record key."""
-    if key == "text_embedding":
-        return "text"
-    if key.startswith("text/"):
-        return "text_raw"
-    return key.split("/", 1)[0]
+KEY_RE = re.compile(r"^[a-z0-9_]+(/[a-z0-9_]+)*$")
 
 
-def _file_stem(key: str) -> str:
-    if not _KEY_RE.match(key):
+def file_stem(key: str) -> str:
+    if not KEY_RE.match(key):
         raise ValueError(f"invalid record key {key!r}: use lower-case words joined by '/'")
     return key.replace("/", ".")
 
 
-def _is_ragged(key: str) -> bool:
+def is_ragged(key: str) -> bool:
     return key.startswith(RAGGED_PREFIXES)
 
 
-def _load_npy(path: pathlib.Path) -> np.ndarray:
+def load_npy(path: pathlib.Path) -> np.ndarray:
     """Memory-mapped, pickle-free load, returned as a plain ndarray view (fast slicing)."""
     return np.load(path, mmap_mode="r", allow_pickle=False).view(np.ndarray)
 
 
-def _atomic_write_text(path: pathlib.Path, text: str) -> None:
+def atomic_write_text(path: pathlib.Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
-
-
-# ----------------------------------------------------------------------------------------------
-# Manifest
 
 
 @dataclasses.dataclass
@@ -150,7 +146,7 @@ class Manifest:
         return cls(**data)
 
     def save(self, path: str | os.PathLike) -> None:
-        _atomic_write_text(pathlib.Path(path), json.dumps(self.to_dict(), indent=1, sort_keys=True))
+        atomic_write_text(pathlib.Path(path), json.dumps(self.to_dict(), indent=1, sort_keys=True))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Manifest":
@@ -184,147 +180,16 @@ def provenance(spec: Any = None, sources: Sequence[str] | None = None, command: 
     }
 
 
-# ----------------------------------------------------------------------------------------------
-# Writing
-
-
-def _column_entry(key: str, value: Any) -> dict:
+def column_entry(key: str, value: Any) -> dict:
     if key in STRING_KEYS or isinstance(value, str):
         return {"kind": "string", "dtype": "str", "shape": [], "ragged": False}
     arr = np.asarray(value)
-    ragged = _is_ragged(key)
+    ragged = is_ragged(key)
     if ragged and arr.ndim == 0:
         raise ValueError(f"ragged column {key!r} needs at least one dimension")
     shape = [None, *arr.shape[1:]] if ragged else list(arr.shape)
     return {"kind": "array", "dtype": arr.dtype.str if arr.dtype.kind != "b" else "bool", "shape": shape,
             "ragged": ragged}
-
-
-def _coerce(record_id: str, key: str, value: Any, entry: dict | None) -> Any:
-    """Record value cast to its declared dtype and checked against the schema entry."""
-    if key in STRING_KEYS or isinstance(value, str):
-        if not isinstance(value, str):
-            raise RecordError(record_id, f"{key} must be a string, got {type(value).__name__}")
-        return value
-    arr = np.asarray(value)
-    if key in DTYPES and arr.dtype != DTYPES[key]:
-        if not np.can_cast(arr.dtype, DTYPES[key], casting="same_kind"):
-            raise RecordError(record_id, f"{key} has dtype {arr.dtype}, expected {np.dtype(DTYPES[key])}")
-        arr = arr.astype(DTYPES[key])
-    if entry is not None:
-        if entry["kind"] != "array":
-            raise RecordError(record_id, f"{key} is an array but the dataset stores strings there")
-        if np.dtype(entry["dtype"]) != arr.dtype:
-            raise RecordError(record_id, f"{key} has dtype {arr.dtype}, dataset has {entry['dtype']}")
-        expected = entry["shape"]
-        got = [None, *arr.shape[1:]] if entry["ragged"] else list(arr.shape)
-        if got != expected or arr.ndim != len(expected):
-            raise RecordError(record_id, f"{key} has per-record shape {list(arr.shape)}, dataset has {expected}")
-    return arr
-
-
-def _moments(values: np.ndarray) -> dict:
-    v = values.astype(np.float64, copy=False)
-    if v.size == 0:
-        return {"count": 0, "sum": 0.0, "sumsq": 0.0, "min": None, "max": None}
-    return {"count": int(v.size), "sum": float(v.sum()), "sumsq": float(np.square(v).sum()),
-            "min": float(v.min()), "max": float(v.max())}
-
-
-def write_chunk(root: pathlib.Path, name: str, ids: Sequence[str], records: Sequence[dict], schema: dict) -> dict:
-    """Write one chunk folder; returns its manifest entry. ``schema`` must cover every key used."""
-    folder = root / name
-    folder.mkdir(parents=True, exist_ok=True)
-    n = len(records)
-    np.save(folder / "ids.npy", np.asarray(list(ids), dtype=str) if n else np.zeros(0, "<U1"))
-    moments = {}
-    for key, entry in schema.items():
-        stem = _file_stem(key)
-        present = np.array([key in r for r in records], dtype=bool)
-        if not present.any():
-            continue
-        np.save(folder / f"{stem}.present.npy", present)
-        if entry["kind"] == "string":
-            (folder / f"{stem}.json").write_text(json.dumps([r.get(key) for r in records]))
-            continue
-        dtype = np.dtype(entry["dtype"])
-        if entry["ragged"]:
-            trailing = tuple(entry["shape"][1:])
-            parts = [r[key] if key in r else np.zeros((0, *trailing), dtype) for r in records]
-            lengths = np.array([len(p) for p in parts], dtype=np.int64)
-            offsets = np.zeros(n + 1, np.int64)
-            np.cumsum(lengths, out=offsets[1:])
-            values = np.concatenate(parts, axis=0) if parts else np.zeros((0, *trailing), dtype)
-            np.save(folder / f"{stem}.values.npy", values.astype(dtype, copy=False))
-            np.save(folder / f"{stem}.offsets.npy", offsets)
-        else:
-            shape = tuple(entry["shape"])
-            out = np.zeros((n, *shape), dtype)
-            for i, r in enumerate(records):
-                if key in r:
-                    out[i] = r[key]
-            np.save(folder / f"{stem}.npy", out)
-            if key in SCALE_KEYS:
-                vals = out[present]
-                if key == "dos/densities" and "dos/mask" in schema:
-                    mask = np.stack([r["dos/mask"] for r in records if key in r])
-                    vals = vals[mask]
-                moments[key] = _moments(vals)
-    return {"name": name, "num_records": n, "moments": moments}
-
-
-class StoreWriter:
-    """Buffers records and writes them as chunk folders of ``records_per_file`` records.
-
-    Keys are fixed by the first record that has them (dtype and per-record shape); a later
-    record that disagrees raises :class:`RecordError` from :meth:`add` (nothing is written for it).
-    """
-
-    def __init__(self, root: str | os.PathLike, shard_index: int = 0, records_per_file: int = 4096):
-        if records_per_file < 1:
-            raise ValueError("records_per_file must be >= 1")
-        self.root = pathlib.Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.shard_index = int(shard_index)
-        self.records_per_file = int(records_per_file)
-        self.schema: dict = {}
-        self.files: list = []
-        self.ids_seen: set = set()
-        self._ids: list = []
-        self._records: list = []
-
-    def add(self, record_id: str, record: dict) -> None:
-        record_id = str(record_id)
-        if record_id in self.ids_seen:
-            raise RecordError(record_id, "duplicate id")
-        coerced, new_entries = {}, {}
-        for key, value in record.items():
-            _file_stem(key)
-            entry = self.schema.get(key)
-            coerced[key] = _coerce(record_id, key, value, entry)
-            if entry is None:
-                new_entries[key] = _column_entry(key, coerced[key])
-        self.schema.update(new_entries)
-        self.ids_seen.add(record_id)
-        self._ids.append(record_id)
-        self._records.append(coerced)
-        if len(self._records) >= self.records_per_file:
-            self.flush()
-
-    def flush(self) -> None:
-        if not self._records:
-            return
-        name = f"s{self.shard_index:05d}-c{len(self.files):05d}"
-        self.files.append(write_chunk(self.root, name, self._ids, self._records, self.schema))
-        self._ids, self._records = [], []
-
-    @property
-    def num_records(self) -> int:
-        return sum(f["num_records"] for f in self.files) + len(self._records)
-
-
-# ----------------------------------------------------------------------------------------------
-# Reading
 
 
 class _Chunk:
@@ -339,20 +204,20 @@ class _Chunk:
     def column(self, key: str):
         """(present bool [n], data) where data is an array, (values, offsets) or a list of str."""
         if key not in self._cols:
-            stem = _file_stem(key)
+            stem = file_stem(key)
             entry = self.schema[key]
             ppath = self.folder / f"{stem}.present.npy"
             if not ppath.exists():
                 self._cols[key] = None
             else:
-                present = _load_npy(ppath)
+                present = load_npy(ppath)
                 if entry["kind"] == "string":
                     data = json.loads((self.folder / f"{stem}.json").read_text())
                 elif entry["ragged"]:
-                    data = (_load_npy(self.folder / f"{stem}.values.npy"),
-                            np.asarray(_load_npy(self.folder / f"{stem}.offsets.npy")))
+                    data = (load_npy(self.folder / f"{stem}.values.npy"),
+                            np.asarray(load_npy(self.folder / f"{stem}.offsets.npy")))
                 else:
-                    data = _load_npy(self.folder / f"{stem}.npy")
+                    data = load_npy(self.folder / f"{stem}.npy")
                 self._cols[key] = (present, data)
         return self._cols[key]
 
@@ -535,8 +400,8 @@ class Dataset:
         """
         if self._index is not None:
             raise ValueError("add_column works on the whole dataset, not on a subset view")
-        _file_stem(name)
-        if _is_ragged(name):
+        file_stem(name)
+        if is_ragged(name):
             raise ValueError(f"add_column stores fixed-shape columns; {name!r} is a ragged key")
         n = len(self)
         if len(values) != n:
@@ -574,8 +439,8 @@ class Dataset:
                 if not np.can_cast(arr.dtype, DTYPES[name], casting="same_kind"):
                     raise ValueError(f"add_column({name!r}): dtype {arr.dtype}, expected {np.dtype(DTYPES[name])}")
                 arr = arr.astype(DTYPES[name])
-            entry = _column_entry(name, arr[0] if n else arr)
-        stem = _file_stem(name)
+            entry = column_entry(name, arr[0] if n else arr)
+        stem = file_stem(name)
         moments = None
         for f, chunk, lo, hi in zip(self.manifest.files, self._chunks, self._starts[:-1], self._starts[1:]):
             p = pres[lo:hi]
@@ -589,161 +454,12 @@ class Dataset:
                     block = np.where(p.reshape(-1, *[1] * (arr.ndim - 1)), arr[lo:hi], 0).astype(arr.dtype)
                     np.save(chunk.folder / f"{stem}.npy", block)
                     if name in SCALE_KEYS:
-                        moments = _moments(block[p])
+                        moments = column_moments(block[p])
             f.setdefault("moments", {}).pop(name, None)
             if moments is not None:
                 f["moments"][name] = moments
                 moments = None
         self.manifest.schema[name] = entry
-        update_statistics(self.root, self.manifest)
+        update_statistics(Dataset(self.root, self.manifest))
         self.manifest.save(self.root / MANIFEST)
         self._open_chunks()
-
-
-# ----------------------------------------------------------------------------------------------
-# Statistics (always recomputed from the chunk files, so a merge gives the unsharded result)
-
-
-def _summary(values: np.ndarray) -> dict:
-    v = values.astype(np.float64)
-    if v.size == 0:
-        return {"count": 0}
-    mean = float(v.mean())
-    return {"count": int(v.size), "mean": mean, "std": float(v.std()), "mad": float(np.abs(v - mean).mean()),
-            "median": float(np.median(v)), "min": float(v.min()), "max": float(v.max())}
-
-
-def _component_summary(values: np.ndarray) -> dict:
-    """`_summary` of each column of ``values`` [n, d] over its finite entries: the same keys, each
-    a list of d numbers (a component without labels: count 0, mean 0, std 1)."""
-    parts = [_summary(col[np.isfinite(col)]) for col in values.T]
-    fill = {"mean": 0.0, "std": 1.0, "mad": 0.0, "median": 0.0, "min": 0.0, "max": 0.0}
-    return {k: [p.get(k, fill.get(k, 0)) for p in parts] for k in ("count", *fill)}
-
-
-def _size_summary(sizes: np.ndarray, ids: np.ndarray) -> dict:
-    if sizes.size == 0:
-        return {"count": 0, "mean": 0.0, "max": 0, "max_id": None, "percentiles": {}}
-    j = int(np.argmax(sizes))
-    return {"count": int(sizes.size), "mean": float(sizes.mean()), "max": int(sizes[j]), "max_id": str(ids[j]),
-            "percentiles": {str(p): float(np.percentile(sizes, p)) for p in PERCENTILES}}
-
-
-def update_statistics(root: pathlib.Path, manifest: Manifest) -> None:
-    """Recompute availability, target/label/scale statistics and padding statistics in place."""
-    ds = Dataset(pathlib.Path(root), manifest)
-    schema = manifest.schema
-    ids = ds.ids
-    avail: dict = {}
-    targets, labels, scales = {}, {}, {}
-    for key, entry in schema.items():
-        if key.startswith(("target/", "label/")):
-            present, values = ds.column(key)
-        else:
-            present, values = ds.present(key), None
-        avail[key] = int(present.sum())
-        if key.startswith("target/"):
-            v = np.asarray(values, np.float64)[present]
-            targets[key.split("/", 1)[1]] = (_summary(v[np.isfinite(v)]) if v.ndim == 1 else
-                                             _component_summary(v.reshape(len(v), -1)))
-        elif key.startswith("label/"):
-            v = np.asarray(values)[present]
-            size = 231 if key == "label/space_group" else int(v.max(initial=0)) + 1
-            labels[key.split("/", 1)[1]] = {"count": int(v.size), "histogram": np.bincount(v, minlength=size).tolist()}
-    for key in SCALE_KEYS:
-        parts = [f.get("moments", {}).get(key) for f in manifest.files]
-        parts = [p for p in parts if p and p["count"]]
-        if parts:
-            count = sum(p["count"] for p in parts)
-            mean = sum(p["sum"] for p in parts) / count
-            var = max(sum(p["sumsq"] for p in parts) / count - mean * mean, 0.0)
-            scales[key] = {"count": count, "mean": mean, "std": var ** 0.5,
-                           "min": min(p["min"] for p in parts), "max": max(p["max"] for p in parts)}
-    by_modality: dict = {}
-    for key, count in avail.items():
-        mod = modality_of(key)
-        if mod in ("target", "label"):
-            continue
-        by_modality[mod] = max(by_modality.get(mod, 0), count)
-    avail.update(by_modality)
-    padding = {}
-    if "crystal/atomic_numbers" in schema:
-        nodes, edges = ds.graph_sizes()
-        crystal_present = ds.present("crystal/atomic_numbers")
-        padding["crystal/nodes"] = _size_summary(nodes[crystal_present], ids[crystal_present])
-        padding["crystal/edges"] = _size_summary(edges[crystal_present], ids[crystal_present])
-    if "composition/atomic_numbers" in schema:
-        m = ds.ragged_lengths("composition/atomic_numbers")
-        padding["composition/elements"] = _size_summary(m[m > 0], ids[m > 0])
-    manifest.availability = avail
-    manifest.statistics = {"targets": targets, "labels": labels, "scales": scales}
-    manifest.padding = padding
-    manifest.num_records = len(ds)
-
-
-def finish_manifest(root: str | os.PathLike, writer: StoreWriter, *, skipped: list, num_input: int,
-                    warnings: list | None = None, shard_index: int = 0, num_shards: int = 1, grids: dict | None = None,
-                    provenance_info: dict | None = None) -> Manifest:
-    """Flush ``writer``, compute statistics, write the (shard) manifest file and return it."""
-    writer.flush()
-    root = pathlib.Path(root)
-    m = Manifest(schema=dict(writer.schema), files=list(writer.files), skipped=list(skipped),
-                 warnings=list(warnings or []),
-                 counts={"input": int(num_input), "written": writer.num_records, "skipped": len(skipped)},
-                 grids=dict(grids or {}), shard={"index": int(shard_index), "count": int(num_shards)},
-                 provenance=dict(provenance_info or provenance()))
-    update_statistics(root, m)
-    m.save(root / manifest_name(shard_index, num_shards))
-    return m
-
-
-def manifest_name(shard_index: int, num_shards: int) -> str:
-    """``manifest.json`` for an unsharded run, else ``manifest-SSSSS-of-NNNNN.json``."""
-    if num_shards == 1:
-        return MANIFEST
-    return f"manifest-{shard_index:05d}-of-{num_shards:05d}.json"
-
-
-def merge_manifests(root: str | os.PathLike) -> Manifest:
-    """Join the shard manifests in ``root`` (written by ``featurize_dataset(..., num_shards=k)``)
-    into ``manifest.json``, in shard order, with statistics recomputed over all records.
-
-    Raises if a shard is missing, the shards disagree on the spec or a column's dtype/shape,
-    or an id occurs in two shards.
-    """
-    root = pathlib.Path(root)
-    paths = sorted(root.glob("manifest-*-of-*.json"))
-    if not paths:
-        raise FileNotFoundError(f"no shard manifests (manifest-*-of-*.json) in {root}")
-    shards = [Manifest.load(p) for p in paths]
-    count = shards[0].shard["count"]
-    got = sorted(s.shard["index"] for s in shards)
-    if any(s.shard["count"] != count for s in shards) or got != list(range(count)):
-        missing = sorted(set(range(count)) - set(got))
-        raise ValueError(f"shard manifests in {root} are incomplete or mixed: expected {count} shards, "
-                         f"missing {missing}, found {[p.name for p in paths]}")
-    shards.sort(key=lambda s: s.shard["index"])
-    spec = shards[0].provenance.get("spec")
-    schema: dict = {}
-    for s in shards:
-        if s.provenance.get("spec") != spec:
-            raise ValueError(f"shard {s.shard['index']} was featurised with a different spec")
-        for key, entry in s.schema.items():
-            if key in schema and schema[key] != entry:
-                raise ValueError(f"shards disagree on column {key!r}: {schema[key]} vs {entry}")
-            schema[key] = entry
-    merged = Manifest(
-        schema=schema, files=[f for s in shards for f in s.files], skipped=[r for s in shards for r in s.skipped],
-        warnings=[r for s in shards for r in s.warnings],
-        counts={k: sum(s.counts.get(k, 0) for s in shards) for k in ("input", "written", "skipped")},
-        grids=shards[0].grids, shard={"index": 0, "count": 1},
-        provenance={**shards[0].provenance, "merged_from": [p.name for p in paths],
-                    "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")},
-    )
-    update_statistics(root, merged)
-    ids = Dataset(root, merged).ids
-    uniq, counts = np.unique(ids, return_counts=True)
-    if (counts > 1).any():
-        raise ValueError(f"ids occur in more than one shard: {uniq[counts > 1][:5].tolist()}")
-    merged.save(root / MANIFEST)
-    return merged

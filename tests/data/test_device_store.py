@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from mmjax.data import store
+from mmjax.data import store, store_writer
 from mmjax.data.budgets import GraphBudget
 from mmjax.data.device_store import estimate_nbytes
 from mmjax.data.pipeline import make_batches
@@ -51,10 +51,10 @@ def _record(rng, i):
 def dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("device_store")
     rng = np.random.default_rng(7)
-    writer = store.StoreWriter(root, records_per_file=8)  # 4 chunks
+    writer = store_writer.StoreWriter(root, records_per_file=8)  # 4 chunks
     for i in range(N):
         writer.add(f"m{i:02d}", _record(rng, i))
-    store.finish_manifest(root, writer, skipped=[], num_input=N, grids={"dos/energies": np.linspace(-2, 2, 6).tolist()})
+    store_writer.finish_manifest(root, writer, skipped=[], num_input=N, grids={"dos/energies": np.linspace(-2, 2, 6).tolist()})
     store.Dataset.open(root).add_column("text_embedding", rng.normal(size=(N, 5)).astype(np.float32),
                                         present=np.arange(N) % 4 != 1)
     return store.Dataset.open(root)

@@ -2,14 +2,13 @@
 
 import gzip
 import json
-import math
 
 import ml_collections
 import numpy as np
 import pytest
 from pymatgen.core import Composition, Lattice, Structure
 
-from mmjax.data import store
+from mmjax.data import store, store_writer
 from mmjax.data.featurize import (FeatureSpec, featurize_dataset, featurize_material, material_from_text,
                                   shard_range)
 from mmjax.data.features.graph import neighbor_graph
@@ -153,7 +152,7 @@ def test_parallel_equals_serial_and_shards_merge(tmp_path, perovskite_items):
     for k in range(3):
         featurize_dataset(perovskite_items, spec, tmp_path / "sharded", num_workers=0, shard_index=k, num_shards=3,
                           parse=material_from_text, records_per_file=10, progress=False)
-    merged = store.merge_manifests(tmp_path / "sharded")
+    merged = store_writer.merge_manifests(tmp_path / "sharded")
     _assert_same_records(reference, _all_records(tmp_path / "sharded"))
     assert merged.counts == serial.counts and merged.availability == serial.availability
     assert merged.padding == serial.padding

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mmjax.data import store
+from mmjax.data import store, store_writer
 from mmjax.data.budgets import GraphBudget, budgets_from_manifest, check_budget, round_up
 from mmjax.data.material import RecordError
 from mmjax.data.pipeline import make_batches
@@ -45,10 +45,10 @@ def _record(rng, i):
 def dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("pipeline_store")
     rng = np.random.default_rng(42)
-    writer = store.StoreWriter(root, records_per_file=10)
+    writer = store_writer.StoreWriter(root, records_per_file=10)
     for i in range(N_RECORDS):
         writer.add(f"mat-{i:02d}", _record(rng, i))
-    store.finish_manifest(root, writer, skipped=[], num_input=N_RECORDS)
+    store_writer.finish_manifest(root, writer, skipped=[], num_input=N_RECORDS)
     return store.Dataset.open(root)
 
 
@@ -257,7 +257,7 @@ def test_dataset_is_a_grain_source(dataset):
 
 def test_dos_text_density_and_potnet_edges(tmp_path):
     rng = np.random.default_rng(3)
-    writer = store.StoreWriter(tmp_path)
+    writer = store_writer.StoreWriter(tmp_path)
     recs = []
     for i in range(5):
         n, e = 2 + i, 3 + i
@@ -275,7 +275,7 @@ def test_dos_text_density_and_potnet_edges(tmp_path):
             rec["dos/mask"] = np.arange(7) < 5 + (i % 3)
         writer.add(f"p{i}", rec)
         recs.append(rec)
-    store.finish_manifest(tmp_path, writer, skipped=[], num_input=5, grids={"dos/energies": np.linspace(-3, 3, 7).tolist()})
+    store_writer.finish_manifest(tmp_path, writer, skipped=[], num_input=5, grids={"dos/energies": np.linspace(-3, 3, 7).tolist()})
     ds = store.Dataset.open(tmp_path)
     emb = rng.normal(size=(5, 6)).astype(np.float32)
     ds.add_column("text_embedding", emb, present=np.arange(5) != 3)
@@ -367,7 +367,7 @@ def test_index_stream_take_equals_positionwise_reads(order, shuffle):
 def test_vectorised_dos_text_density_and_potnet_edges(tmp_path):
     """The fast path on the optional edge keys (one record without them), DOS, text and density."""
     rng = np.random.default_rng(8)
-    writer = store.StoreWriter(tmp_path, records_per_file=3)
+    writer = store_writer.StoreWriter(tmp_path, records_per_file=3)
     for i in range(7):
         n, e = 2 + i % 3, 3 + i
         rec = {"crystal/atomic_numbers": rng.integers(1, 90, n).astype(np.int32),
@@ -382,7 +382,7 @@ def test_vectorised_dos_text_density_and_potnet_edges(tmp_path):
             rec["dos/densities"] = rng.uniform(size=5).astype(np.float32)
             rec["dos/mask"] = np.arange(5) < 3 + i % 2
         writer.add(f"q{i}", rec)
-    store.finish_manifest(tmp_path, writer, skipped=[], num_input=7, grids={"dos/energies": [0, 1, 2, 3, 4]})
+    store_writer.finish_manifest(tmp_path, writer, skipped=[], num_input=7, grids={"dos/energies": [0, 1, 2, 3, 4]})
     store.Dataset.open(tmp_path).add_column("text_embedding", rng.normal(size=(7, 3)).astype(np.float32),
                                             present=np.arange(7) % 4 != 1)
     ds = store.Dataset.open(tmp_path)

@@ -7,7 +7,7 @@ import pickle
 import numpy as np
 import pytest
 
-from mmjax.data import store
+from mmjax.data import store, store_writer
 from mmjax.data.material import RecordError
 
 
@@ -36,10 +36,10 @@ def synthetic_record(rng, n_atoms, n_edges, *, xrd=True, dos=False, text=None, t
 
 
 def write(root, records, records_per_file=3, shard_index=0, num_shards=1):
-    writer = store.StoreWriter(root, shard_index=shard_index, records_per_file=records_per_file)
+    writer = store_writer.StoreWriter(root, shard_index=shard_index, records_per_file=records_per_file)
     for rid, rec in records:
         writer.add(rid, rec)
-    return store.finish_manifest(root, writer, skipped=[], num_input=len(records), shard_index=shard_index,
+    return store_writer.finish_manifest(root, writer, skipped=[], num_input=len(records), shard_index=shard_index,
                                  num_shards=num_shards, grids={"dos/energies": np.linspace(-1, 1, 11).tolist()})
 
 
@@ -181,7 +181,7 @@ def test_add_column_in_place(tmp_path, records):
 
 def test_writer_rejects_inconsistent_records(tmp_path):
     rng = np.random.default_rng(1)
-    writer = store.StoreWriter(tmp_path)
+    writer = store_writer.StoreWriter(tmp_path)
     writer.add("a", synthetic_record(rng, 3, 4))
     bad = synthetic_record(rng, 3, 4)
     bad["xrd"] = np.zeros(17, np.float32)
@@ -203,9 +203,9 @@ def test_merge_shards(tmp_path, records):
     with pytest.raises(FileNotFoundError, match="merge_manifests"):
         store.Dataset.open(root)
     with pytest.raises(ValueError, match="missing \\[1\\]"):
-        store.merge_manifests(root)
+        store_writer.merge_manifests(root)
     write(root, records[3:], shard_index=1, num_shards=2)
-    merged = store.merge_manifests(root)
+    merged = store_writer.merge_manifests(root)
     single = write(tmp_path / "single", records)
     ds = store.Dataset.open(root)
     assert list(ds.ids) == [rid for rid, _ in records]

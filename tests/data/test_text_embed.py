@@ -221,7 +221,8 @@ def test_unavailable_encoders_give_clear_errors(tmp_path):
 
 
 def test_embed_dataset_adds_column(tmp_path, tiny_bert, embedders):
-    from mmjax.data.store import Dataset, StoreWriter, finish_manifest
+    from mmjax.data.store import Dataset
+    from mmjax.data.store_writer import StoreWriter, finish_manifest
 
     model, tok = tiny_bert
     texts = ["Na₃Bi(P₂O₇)₂ crystallizes in the triclinic P̅1 space group.", None, TEXTS[1]]

@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from mmjax import analyze
+from mmjax.eval.experiments import convergence as convergence_lib, elastic, learning_curve, per_class, probes
 from mmjax.config_file import load_config
 from mmjax.data.cache import prepare_dataset
 from mmjax.data.spec import split_indices
@@ -74,14 +74,14 @@ def convergence(root):
 
 
 def test_variant_configs(config):
-    terms = {v: dict(analyze.variant_config(config, v).pretrain.terms) for v in analyze.VARIANTS}
-    assert analyze.variant_config(config, "none").pretrain.steps == 0
+    terms = {v: dict(convergence_lib.variant_config(config, v).pretrain.terms) for v in convergence_lib.VARIANTS}
+    assert convergence_lib.variant_config(config, "none").pretrain.steps == 0
     assert terms["clip"] == {"supervised": 0.0, "mxm": 0.0, "clip": 1.0}
     assert terms["mxm"] == {"supervised": 0.0, "mxm": 1.0, "clip": 0.0}
     assert terms["both"] == {"supervised": 0.0, "mxm": 1.0, "clip": 1.0}
-    assert all(analyze.variant_config(config, v).train.steps == config.train.steps for v in analyze.VARIANTS)
+    assert all(convergence_lib.variant_config(config, v).train.steps == config.train.steps for v in convergence_lib.VARIANTS)
     with pytest.raises(ValueError, match="unknown variant"):
-        analyze.variant_config(config, "vicreg")
+        convergence_lib.variant_config(config, "vicreg")
 
 
 def _curve(path, key):
@@ -134,7 +134,7 @@ def test_per_class_accuracy_matches_predictions_csv(root, config, convergence):
                                                              for r in rows]))
     assert (out / "per_class_accuracy.png").is_file()
     with pytest.raises(ValueError, match="not a classification target"):
-        analyze.per_class_accuracy_analysis(config, str(out), target="ewald_energy_per_atom",
+        per_class.per_class_accuracy_analysis(config, str(out), target="ewald_energy_per_atom",
                                             init_from=str(convergence[2] / "none"))
 
 
@@ -142,11 +142,11 @@ def test_learning_curve_subsets_and_fit(root, config):
     sizes = (4, 8, 16)
     ds = prepare_dataset(config)
     train_ids = set(np.asarray(ds.ids)[split_indices(config, len(ds))["train"]])
-    subsets = [set(analyze.subset_train_iterator(config, None, n).dataset.ids) for n in sizes]
+    subsets = [set(learning_curve.subset_train_iterator(config, None, n).dataset.ids) for n in sizes]
     assert [len(s) for s in subsets] == list(sizes)
     assert subsets[0] <= subsets[1] <= subsets[2] == train_ids  # nested, inside the training split
     with pytest.raises(ValueError, match="outside"):
-        analyze.train_subset_indices(config, len(ds), 17)
+        learning_curve.train_subset_indices(config, len(ds), 17)
     out = root / "lc"
     cli(root, "learning-curve", out, "--sizes=4,8,16")
     res = json.loads((out / "learning_curve.json").read_text())
@@ -203,17 +203,17 @@ def test_finetune_tasks_from_pretrained(root, config, convergence):
     assert task["dummy_mae"] == pytest.approx(np.mean(np.abs(y[parts["test"]] - y[parts["train"]].mean())))
     assert (out / "finetune_tasks.png").is_file()
     with pytest.raises(ValueError, match="not regression targets"):
-        analyze.finetune_tasks(config, str(out), init_from=str(convergence[2] / "none"), targets=("crystal_system",))
+        probes.finetune_tasks(config, str(out), init_from=str(convergence[2] / "none"), targets=("crystal_system",))
 
 
 def test_elastic_tensor_probe_on_real_dos(tmp_path, shared_data):
-    res, _ = analyze.elastic_tensor_probe(str(shared_data), str(tmp_path), train_head=False)
-    ids, x, mask, y = analyze.load_dos_moduli(str(shared_data))
+    res, _ = elastic.elastic_tensor_probe(str(shared_data), str(tmp_path), train_head=False)
+    ids, x, mask, y = elastic.load_dos_moduli(str(shared_data))
     assert y.shape == (99, 15) and x.shape == (99, 601) and len(set(ids)) == 99  # 99 of 100 have a DOS
     import pandas as pd
 
     mod = pd.read_csv(shared_data / "dos" / "moduli_mp100.csv.gz").set_index("material_id")
-    np.testing.assert_allclose(y, mod.loc[ids, list(analyze.ELASTIC_COLUMNS)].to_numpy())
+    np.testing.assert_allclose(y, mod.loc[ids, list(elastic.ELASTIC_COLUMNS)].to_numpy())
     test = np.isin(ids, res["test_ids"])
     assert res["n"] == {"train": 59, "val": 20, "test": 20} and test.sum() == 20
     # the baseline: training-mean prediction, per component
@@ -222,7 +222,7 @@ def test_elastic_tensor_probe_on_real_dos(tmp_path, shared_data):
     tr, _, te = random_split(99, (0.6, 0.2, 0.2), seed=0)
     base = np.mean(np.abs(y[tr].mean(0) - y[te]), axis=0)
     got = res["test_mae_per_component"]["train_mean"]
-    np.testing.assert_allclose([got[c] for c in analyze.ELASTIC_COLUMNS], base)
+    np.testing.assert_allclose([got[c] for c in elastic.ELASTIC_COLUMNS], base)
     assert res["test_mae"]["ridge"] == pytest.approx(np.mean(list(res["test_mae_per_component"]["ridge"].values())))
     assert (tmp_path / "elastic_tensor.png").is_file()
 

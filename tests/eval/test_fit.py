@@ -7,7 +7,7 @@ pass is re-implemented in NumPy to check the returned predictions row by row.
 import numpy as np
 import pytest
 
-from mmjax.data import store
+from mmjax.data import store, store_writer
 from mmjax.data.normalise import moments
 from mmjax.eval.fit import fit_predict, target_values
 from mmjax.systems.toy import toy_system_config
@@ -21,12 +21,12 @@ W = np.random.default_rng(123).normal(size=L) / np.sqrt(L)
 def make_store(root, n, sign=1.0, seed=0, prefix="m"):
     """n records: xrd ~ N(0, 1) [16], y = sign * (3 x.w + 5) (+ NaN label on every 7th record)."""
     rng = np.random.default_rng(seed)
-    writer = store.StoreWriter(root, records_per_file=64)
+    writer = store_writer.StoreWriter(root, records_per_file=64)
     for i in range(n):
         x = rng.normal(size=L).astype(np.float32)
         y = np.nan if i % 7 == 6 else sign * (3.0 * float(x @ W) + 5.0)
         writer.add(f"{prefix}-{i:03d}", {"xrd": x, "target/y": np.float32(y)})
-    store.finish_manifest(root, writer, skipped=[], num_input=n)
+    store_writer.finish_manifest(root, writer, skipped=[], num_input=n)
     return store.Dataset.open(root)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from mmjax.data import store
+from mmjax.data import store, store_writer
 from mmjax.data.pipeline import make_batches
 
 XRD_L, TEXT_D, DOS_L, CD = 32, 16, 24, 8
@@ -47,11 +47,11 @@ def record(rng: np.random.Generator, i: int, modalities, missing) -> dict:
 def make_dataset(root, n: int, modalities, missing=None, seed: int = 0) -> store.Dataset:
     """A stored dataset of ``n`` random records with the given modalities."""
     rng = np.random.default_rng(seed)
-    writer = store.StoreWriter(root, records_per_file=64)
+    writer = store_writer.StoreWriter(root, records_per_file=64)
     for i in range(n):
         writer.add(f"mat-{i:03d}", record(rng, i, modalities, missing or {}))
     grids = {"dos/energies": DOS_GRID.tolist()} if "dos" in modalities else None
-    store.finish_manifest(root, writer, skipped=[], num_input=n, grids=grids)
+    store_writer.finish_manifest(root, writer, skipped=[], num_input=n, grids=grids)
     return store.Dataset.open(root)
 
 

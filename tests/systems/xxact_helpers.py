@@ -13,7 +13,7 @@ import pathlib
 import jax
 import numpy as np
 
-from mmjax.data import store
+from mmjax.data import store, store_writer
 from mmjax.data.pipeline import make_batches
 from mmjax.train.data import HostBatches
 
@@ -47,10 +47,10 @@ def record(rng: np.random.Generator, i: int) -> dict:
 
 def make_dataset(root, n: int = 32, seed: int = 0) -> store.Dataset:
     rng = np.random.default_rng(seed)
-    writer = store.StoreWriter(root, records_per_file=64)
+    writer = store_writer.StoreWriter(root, records_per_file=64)
     for i in range(n):
         writer.add(f"mat-{i:03d}", record(rng, i))
-    store.finish_manifest(root, writer, skipped=[], num_input=n)
+    store_writer.finish_manifest(root, writer, skipped=[], num_input=n)
     return store.Dataset.open(root)
 
 

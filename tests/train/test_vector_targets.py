@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from mmjax.data import store
+from mmjax.data import store, store_writer
 from mmjax.data.featurize import target_value
 from mmjax.data.pipeline import make_batches
 from mmjax.data.material import RecordError
@@ -94,13 +94,13 @@ def vector_record(rng, i):
 def vector_dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("vector")
     rng = np.random.default_rng(0)
-    writer = store.StoreWriter(root, records_per_file=7)  # several chunks, some without the key
+    writer = store_writer.StoreWriter(root, records_per_file=7)  # several chunks, some without the key
     values = {}
     for i in range(24):
         rec = vector_record(rng, i)
         writer.add(f"mat-{i:03d}", rec)
         values[f"mat-{i:03d}"] = rec.get("target/v")
-    store.finish_manifest(root, writer, skipped=[], num_input=24)
+    store_writer.finish_manifest(root, writer, skipped=[], num_input=24)
     return store.Dataset.open(root), values
 
 

@@ -1,0 +1,1 @@
+"""The papers' analyses (commands of ``python -m mmjax.analyze``), one module per experiment."""
