@@ -163,7 +163,7 @@ def _run(record_id: str, what: str, fn: Callable, /, *args, **kwargs):
         raise RecordError(record_id, f"{what} failed: {type(exc).__name__}: {exc}") from exc
 
 
-def _check_structure(material: Material) -> None:
+def check_structure(material: Material) -> None:
     st = material.structure
     if len(st) == 0:
         raise RecordError(material.id, "empty structure (no sites)")
@@ -196,7 +196,7 @@ def featurize_material(material: Material, spec: FeatureSpec) -> dict:
             raise RecordError(rid, f"element {sym} (Z={z}) is outside the model's element table "
                                    f"(Z <= {spec.max_atomic_number})")
     if st is not None:
-        _check_structure(material)
+        check_structure(material)
         if spec.graph is not None:
             fn = featurizer("neighbor_graph" if spec.graph == "cgcnn" else "potnet_graph")
             g = _run(rid, f"{spec.graph} graph", fn, st, cutoff=spec.cutoff, max_neighbors=spec.max_neighbors)

@@ -9,6 +9,7 @@ stable names do not depend on the internal layout.
 
 from mmjax.data.features import *  # noqa: F401,F403  (the names listed in its __all__)
 from mmjax.data.features import __all__ as _numeric
-from mmjax.data.features.text import describe_structure, describe_structures, normalize_text
+from mmjax.data.features.text import describe_structure, normalize_text
+from mmjax.data.features.text_cache import describe_structures
 
 __all__ = [*_numeric, "describe_structure", "describe_structures", "normalize_text"]

@@ -10,10 +10,11 @@ import pytest
 from pymatgen.core import Lattice, Structure
 
 from mmjax.data.features import text as text_mod
+from mmjax.data.features import text_cache
+from mmjax.data.features.text_cache import describe_structures
 from mmjax.data.features.text import (
     MATSCIBERT_CHAR_MAP,
     describe_structure,
-    describe_structures,
     nearest_neighbor_bonds,
     normalize_text,
     template_description,
@@ -162,7 +163,7 @@ def test_describe_structures_cache_and_workers(tmp_path):
     # Entries come from the cache: edit one and it is returned as stored, not regenerated.
     data = json.loads(cache.read_text())
     assert len(data["entries"]) == 3
-    key = text_mod.description_cache_key("b", structures[1], use_robocrys=False)
+    key = text_cache.description_cache_key("b", structures[1], use_robocrys=False)
     data["entries"][key]["text"] = "cached text"
     cache.write_text(json.dumps(data))
     again = describe_structures(structures, ids, use_robocrys=False, cache_path=cache)
