@@ -287,10 +287,12 @@ def test_embed_after_pretrain_reads_the_pretrained_model_and_moves_nothing(tmp_p
         run_embed(other, str(tmp_path), overrides={"system.composition.d_model": 16})
     # without the model stored (checkpoints of an older version) the parameter check still names the keys
     with pytest.raises(CheckpointMismatch, match=r"composition/embed/kernel: checkpoint \(8, 8\) vs model \(8, 16\)"):
-        from mmjax.train import modes
+        from mmjax.systems import build_system
+        from mmjax.train import inference
+        from mmjax.train.data import build_iterator, peek
 
-        modes._restore_params(modes._system(other), other, str(tmp_path),
-                              modes.peek(modes.build_iterator(config, "predict", workdir=str(tmp_path))))
+        inference._restore_params(build_system(other), other, str(tmp_path),
+                                  peek(build_iterator(config, "predict", workdir=str(tmp_path))))
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == before
     assert not (tmp_path / "checkpoints_corrupt").exists()
 

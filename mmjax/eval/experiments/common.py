@@ -17,7 +17,7 @@ from mmjax.systems import build_system
 from mmjax.train import mesh as mesh_lib
 from mmjax.train.checkpoint import load_params
 from mmjax.train.data import build_iterator
-from mmjax.train.modes import collect_outputs
+from mmjax.train.outputs import collect_outputs
 
 
 SPACE_GROUP_CLASSES = 231  # MatBind linear probe: labels 1..230 and 0 = unknown

@@ -19,8 +19,9 @@ from mmjax.train import mesh as mesh_lib
 from mmjax.train.data import build_iterator
 from mmjax.train.data import featurized_source
 from mmjax.train.loop import train
-from mmjax.train.modes import collect_outputs, prediction_metrics, target_stats
+from mmjax.train.inference import prediction_metrics, target_stats
 from mmjax.train.modes import stage_config
+from mmjax.train.outputs import collect_outputs
 
 
 DEFAULT_FRACTIONS = (0.125, 0.25, 0.5, 1.0)

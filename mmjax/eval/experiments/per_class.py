@@ -11,7 +11,7 @@ import numpy as np
 from mmjax.eval.analyses import per_class_accuracy
 from mmjax.eval.experiments.common import class_names, config_target_names, shared_data_config, show, split_outputs
 from mmjax.eval.report import format_table, new_figure, save_figure, write_json
-from mmjax.train.modes import real_unit_outputs, target_stats
+from mmjax.train.inference import real_unit_outputs, target_stats
 
 
 def per_class_accuracy_analysis(config: ml_collections.ConfigDict, workdir: str, *, target: str = "crystal_system",
