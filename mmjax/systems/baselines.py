@@ -8,7 +8,7 @@
 * ``xrd_transformer``: XRD -> `mmjax.nn.XrdTransformer` (the XxaCT-NN XRD encoder: 17 tokens x 250,
   512-d, 3 layers, 4 heads, FFN 1024, [CLS] output) -> linear head per target.
 
-Loss: `mmjax.systems.common.supervised_loss` (MSE on regression targets as batched, i.e.
+Loss: `mmjax.systems.supervised.supervised_loss` (MSE on regression targets as batched, i.e.
 normalised; cross-entropy on 0-based class indices; mean over targets with labels in the batch).
 Targets: ``config.data.targets`` (class counts from `mmjax.systems.xxact.KNOWN_CLASSES`).
 Parameter groups: ``encoder_<modality>`` and ``head`` (probe mode freezes the encoder).
@@ -27,8 +27,8 @@ import numpy as np
 from mmjax.data.features.elements import element_features
 from mmjax.nn import CGCNN, CrabNet, XrdTransformer
 from mmjax.nn.heads import CrabNetHead
-from mmjax.systems.common import (MultimodalSystem, compute_dtype, config_dict, init_modality, is_regression,
-                                  modality_inputs, output_kind, supervised_loss)
+from mmjax.systems.common import MultimodalSystem, compute_dtype, config_dict, init_modality, modality_inputs
+from mmjax.systems.supervised import is_regression, output_kind, supervised_loss
 from mmjax.systems.xxact import task_outputs
 
 BASELINES: dict[str, tuple[str, Callable]] = {}

@@ -9,7 +9,6 @@ squared error over slots that are valid and labelled (0 if none).
 from __future__ import annotations
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import ml_collections
 

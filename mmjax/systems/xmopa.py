@@ -31,7 +31,6 @@ modalities; ``configs/xmopa.py`` freezes every encoder/projection/predictor grou
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 
 from mmjax.nn import CrossModalPredictors, make_encoder

@@ -44,7 +44,9 @@ from mmjax.nn import CrabNet, CrossAttentionFusion, MultiTaskHead, MXMHead, XrdT
 from mmjax.objectives import info_nce, masked_xrd_loss, multitask_loss, sample_task, sample_token_mask
 from mmjax.objectives.temperature import LearnableTemperature
 from mmjax.systems.base import System
-from mmjax.systems.common import compute_dtype, flatten_tree, head_outputs, modality_mask, supervised_loss
+from mmjax.systems.common import compute_dtype, flatten_tree
+from mmjax.systems.masks import modality_mask
+from mmjax.systems.supervised import head_outputs, supervised_loss
 
 PyTree = Any
 

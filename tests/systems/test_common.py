@@ -9,7 +9,7 @@ import pytest
 from systems_helpers import first_batch, make_dataset, set_present
 
 from mmjax.nn.graph import graph_masks, segment_mean_pool
-from mmjax.systems import common
+from mmjax.systems import common, masks, supervised
 
 N_REC = 8
 
@@ -61,15 +61,15 @@ def test_dense_flatten_and_masks(dataset):
     assert xrd.shape == (N_REC, 32)
     for i, rec in enumerate(_records(dataset)):
         np.testing.assert_array_equal(xrd[i], rec["xrd"])
-    np.testing.assert_array_equal(np.asarray(common.modality_mask(batch, "text")),
+    np.testing.assert_array_equal(np.asarray(masks.modality_mask(batch, "text")),
                                   [i not in (2, 5) for i in range(N_REC)])
-    np.testing.assert_array_equal(np.asarray(common.modality_mask(batch, "crystal")), [i != 6 for i in range(N_REC)])
+    np.testing.assert_array_equal(np.asarray(masks.modality_mask(batch, "crystal")), [i != 6 for i in range(N_REC)])
     # a padding slot is never "present": 6 records in 8 slots
     small = first_batch(dataset, 8, 2)
     small = dict(small, slot_valid=np.array(small["slot_valid"]))
     small["slot_valid"][1, 3] = False
-    assert not bool(common.modality_mask(small, "xrd")[7])
-    assert int(common.modality_mask(set_present(batch, "xrd", [0, 1]), "xrd").sum()) == N_REC - 2
+    assert not bool(masks.modality_mask(small, "xrd")[7])
+    assert int(masks.modality_mask(set_present(batch, "xrd", [0, 1]), "xrd").sum()) == N_REC - 2
 
 
 def _np_log_softmax(x):
@@ -83,7 +83,7 @@ def test_supervised_loss_matches_numpy(dataset):
     preds = {"gap": rng.normal(size=N_REC).astype(np.float32),
              "crystal_system": rng.normal(size=(N_REC, 7)).astype(np.float32)}
     outputs = {"gap": 1, "crystal_system": 7}
-    loss, metrics = common.supervised_loss({k: jnp.asarray(v) for k, v in preds.items()}, batch, outputs,
+    loss, metrics = supervised.supervised_loss({k: jnp.asarray(v) for k, v in preds.items()}, batch, outputs,
                                            weights={"gap": 2.0})
     recs = _records(dataset)
     gap = np.array([r["target/gap"] for r in recs])
@@ -106,7 +106,7 @@ def test_supervised_loss_without_labels_is_zero_with_finite_grads(dataset):
     batch["targets"] = dict(batch["targets"], gap=np.full_like(batch["targets"]["gap"], 1e30))
 
     def f(p):
-        return common.supervised_loss({"gap": p}, batch, {"gap": 1})[0]
+        return supervised.supervised_loss({"gap": p}, batch, {"gap": 1})[0]
 
     p = jnp.ones(N_REC)
     assert float(f(p)) == 0.0
@@ -126,10 +126,10 @@ def test_temperature_helpers():
 
 
 def test_heads_shapes_and_errors():
-    heads = common.build_heads({"gap": 1, "crystal_system": 7})
+    heads = supervised.build_heads({"gap": 1, "crystal_system": 7})
     x = jnp.ones((5, 4))
     params = heads.init(jax.random.PRNGKey(0), x)["params"]
-    out = common.head_outputs(heads.apply({"params": params}, x), {"gap": 1, "crystal_system": 7})
+    out = supervised.head_outputs(heads.apply({"params": params}, x), {"gap": 1, "crystal_system": 7})
     assert out["gap"].shape == (5,) and out["crystal_system"].shape == (5, 7)
     with pytest.raises(ValueError, match="gap"):
-        common.build_heads({"gap": 0})
+        supervised.build_heads({"gap": 0})

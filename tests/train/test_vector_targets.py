@@ -19,7 +19,7 @@ from mmjax.data.sources.tabular import to_target
 from mmjax.data.spec import check_target_shapes, config_target_dims
 from mmjax.nn.heads import CrabNetHead
 from mmjax.systems import build_system
-from mmjax.systems.common import head_outputs, head_widths, supervised_loss
+from mmjax.systems.supervised import head_outputs, head_widths, supervised_loss
 from mmjax.train.data import HostBatches
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1] / "systems"))
