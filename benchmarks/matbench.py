@@ -35,8 +35,10 @@ Protocols (``--protocol``; `mmjax.eval.matbench.PROTOCOLS`):
 
 * ``scratch`` (default): the system above from random initialisation on each fold.
 * ``xmopa``: X-MoPA (``configs/xmopa.py:small`` + the CPU sizes of ``PRESETS["xmopa"]``: crystal
-  graph (CGCNN 64/3/128) + XRD (CNN, 425 points) + text) is pretrained **without labels** on all
-  18,928 perovskite structures (../shared/data/perovskites/structures_all.json.gz, the test
+  graph (CGCNN 64/3/128) + XRD (CNN, 425 points) + text) is pretrained **without labels**, on each
+  fold, on the structures of that fold's training rows only (``--pretrain-scope fold``, the
+  default, as the X-MoPA paper pretrains on training structures; ``--pretrain-scope all``: once on
+  all 18,928 perovskite structures of ../shared/data/perovskites/structures_all.json.gz, the test
   folds' structures included, their labels never read) with ``--mode=pretrain``
   (`mmjax.train.modes`), then on each fold the encoders are frozen and the heads trained
   (`mmjax.eval.fit.fit_predict` with ``init_from`` and ``trainable=("head",)``). Text is the
@@ -49,8 +51,10 @@ Protocols (``--protocol``; `mmjax.eval.matbench.PROTOCOLS`):
 
 ``--pretrain-source labelled`` pretrains on the 8,100 structures with an mbid only (still without
 their labels) when the CPU budget does not allow featurising all 18,928.
-The pretraining run lives in ``--pretrain-dir`` (default runs/bench_pretrain/<protocol>[-labelled|-quick]);
-a finished one is reused. The supervised stage reads a copy of the pretraining store with the
+The pretraining run lives in ``--pretrain-dir`` (default runs/bench_pretrain/<protocol>[-labelled|-quick],
+with ``-fold<k>`` per fold); a finished one is reused. Every structure is featurised once (one store,
+the same features for pretraining and the supervised stage); a fold's pretraining source lists only
+its training rows' structures. The supervised stage reads a copy of the pretraining store with the
 ``e_form`` column added on the rows that have an mbid (same features, no second featurisation).
 
 Outputs: per-fold and mean MAE beside the reported numbers (`benchmarks/reported.py`), and in
@@ -127,6 +131,14 @@ def structure_items(labels: dict, limit: int | None = None, source: str = "links
     return [(mbid_of[m], text_of[m], {TARGET: float(labels["targets"][row_of[mbid_of[m]]])}) for m in order]
 
 
+def fold_structure_ids(mbid_of: dict[str, str], training_mbids) -> list[str]:
+    """The structure ids (``material_id`` keys of ``mbid_of`` = `mbid_links`) tied to the rows
+    ``training_mbids`` of one fold, sorted: a fold's label-free pretraining set. Structures tied to
+    no row, or to a row outside ``training_mbids`` (the test fold), are left out."""
+    keep = set(training_mbids)
+    return sorted(m for m, b in mbid_of.items() if b in keep)
+
+
 def default_spec(modalities: tuple[str, ...]):
     """Feature settings of the ``scratch`` protocol: CGCNN graphs 8 Å x 12 (+ XRD / composition)."""
     from mmjax.data.featurize import FeatureSpec
@@ -201,9 +213,9 @@ def labelled_copy(pre_cfg, cache: pathlib.Path, labels: dict, source: str = "lin
 
 
 SAME_SETTINGS = ("epochs", "steps", "batch_size", "lr", "weight_decay", "patience", "val_fraction", "seed", "system",
-                 "quick", "set", "config", "structures", "control", "train_fraction")
+                 "quick", "set", "config", "structures", "control", "train_fraction", "pretrain_scope")
 # values of settings added later, for results written before they existed
-LATER_SETTINGS = {"set": [], "config": "", "structures": "labelled", "train_fraction": 1.0}
+LATER_SETTINGS = {"set": [], "config": "", "structures": "labelled", "train_fraction": 1.0, "pretrain_scope": "all"}
 
 
 def reused_folds(folder: pathlib.Path, args, protocol: str) -> dict[int, tuple]:
@@ -223,8 +235,12 @@ def reused_folds(folder: pathlib.Path, args, protocol: str) -> dict[int, tuple]:
 
 
 def fold_settings(args, protocol: str) -> dict:
-    """The settings that make two runs' folds interchangeable (`SAME_SETTINGS` + protocol)."""
-    return {k: v for k, v in dict(vars(args), protocol=protocol).items() if k in SAME_SETTINGS + ("protocol",)}
+    """The settings that make two runs' folds interchangeable (`SAME_SETTINGS` + protocol; the
+    pretraining scope only where something is pretrained)."""
+    keys = SAME_SETTINGS + ("protocol",)
+    if protocol == "scratch" or args.control:
+        keys = tuple(k for k in keys if k != "pretrain_scope")
+    return {k: v for k, v in dict(vars(args), protocol=protocol).items() if k in keys}
 
 
 def finished_folds(out: pathlib.Path, settings: dict) -> dict[int, tuple]:
@@ -273,12 +289,15 @@ def spec_tag(spec) -> str:
     return hashlib.sha1(json.dumps(spec.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
-def pretrain(protocol: str, config, args, n_devices: int) -> tuple[pathlib.Path | None, dict, object]:
-    """Label-free pretraining of ``config`` on every perovskite structure with ``--mode=pretrain``.
+def pretrain(protocol: str, config, args, n_devices: int, *, keep: list[str] | None = None, name: str = "",
+             train: bool = True) -> tuple[pathlib.Path | None, dict, object]:
+    """Label-free pretraining of ``config`` with ``--mode=pretrain``: on every perovskite structure,
+    or on the structures ``keep`` (ids of the source; ``name`` tags the source file and workdir,
+    e.g. "fold0").
 
     Returns (workdir, info, pretraining config); a workdir whose run finished is reused. With
-    ``args.control`` nothing is trained: the same structures are featurised identically (the
-    supervised stage reads the same store) and the workdir is None (random initialisation).
+    ``args.control`` or ``train=False`` nothing is trained: the structures are featurised (the
+    supervised stage reads that store) and the workdir is None (random initialisation).
     """
     from mmjax.eval.matbench import pretraining_config
     from mmjax.train.modes import MODES
@@ -307,27 +326,52 @@ def pretrain(protocol: str, config, args, n_devices: int) -> tuple[pathlib.Path 
             source.parent.mkdir(parents=True, exist_ok=True)
             with gzip.open(ALL_STRUCTURES, "rt") as fh:
                 doc = json.load(fh)
-            keep = dict(list(doc.items())[:QUICK_PRETRAIN["structures"]])
+            first = dict(list(doc.items())[:QUICK_PRETRAIN["structures"]])
             with gzip.open(source, "wt") as fh:
-                json.dump(keep, fh)
+                json.dump(first, fh)
         n_structures = QUICK_PRETRAIN["structures"]
     suffix = "-quick" if args.quick else ("-labelled" if args.pretrain_source == "labelled" else "")
-    workdir = pathlib.Path(args.pretrain_dir or ROOT / "runs" / "bench_pretrain" / f"{protocol}{suffix}")
+    if keep is not None:  # a subset of the source (same layout), e.g. one fold's training structures
+        subset = ROOT / "runs" / "bench_cache" / f"perovskites_pretrain{suffix}-{name}.json.gz"
+        with gzip.open(source, "rt") as fh:
+            doc = json.load(fh)
+        chosen = {k: doc[k] for k in keep if k in doc}
+        same = False
+        if subset.exists():
+            with gzip.open(subset, "rt") as fh:
+                same = json.load(fh) == chosen
+        if not same:
+            subset.parent.mkdir(parents=True, exist_ok=True)
+            tmp = subset.with_name(subset.name + ".tmp")
+            with gzip.open(tmp, "wt") as fh:
+                json.dump(chosen, fh)
+            tmp.rename(subset)
+        source, n_structures = subset, len(chosen)
+        suffix += f"-{name}"
+    workdir = pathlib.Path((args.pretrain_dir + (f"-{name}" if name else "")) if args.pretrain_dir
+                           else ROOT / "runs" / "bench_pretrain" / f"{protocol}{suffix}")
     cfg = pretraining_config(config, source=str(source), steps=steps, batch_size=batch, n_devices=n_devices,
                              data_dir=str(ROOT / "runs" / "bench_cache" / "perovskites_all"), lr=lr,
                              workers=args.workers)
-    print(f"\n== pretraining ({protocol}): {steps} steps x {batch} structures, peak lr {lr}, on {n_structures} "
-          f"perovskite structures from {source.name} WITHOUT labels (no target is read: data.targets = ()); "
-          f"modalities {tuple(cfg.data.modalities)}; workdir {workdir}")
+    if not train and not args.control:
+        print(f"\n== featurising the {n_structures} structures of {source.name} (the supervised stage's store; "
+              "pretraining runs per fold on each fold's training structures)")
+    else:
+        print(f"\n== pretraining ({protocol}): {steps} steps x {batch} structures, peak lr {lr}, on {n_structures} "
+              f"perovskite structures from {source.name} WITHOUT labels (no target is read: data.targets = ()); "
+              f"modalities {tuple(cfg.data.modalities)}; workdir {workdir}")
     t0 = time.time()
-    if args.control:
+    if args.control or not train:
         from mmjax.data.cache import prepare_dataset
 
-        print("   --control: pretraining SKIPPED; the supervised stage starts from random initialisation "
-              "(same architecture, features, trainable groups and schedule)")
+        if args.control:
+            print("   --control: pretraining SKIPPED; the supervised stage starts from random initialisation "
+                  "(same architecture, features, trainable groups and schedule)")
         prepare_dataset(cfg, None)
-        return None, {"control": True, "skipped": True, "structures": n_structures, "source": str(source),
-                      "how": "same-budget control: no pretraining, random initialisation"}, cfg
+        how = ("same-budget control: no pretraining, random initialisation" if args.control
+               else "featurised only (pretraining runs per fold)")
+        return None, {"control": bool(args.control), "skipped": True, "structures": n_structures,
+                      "source": str(source), "how": how}, cfg
     summary_file = workdir / "summary.json"
     done = summary_file.exists() and json.loads(summary_file.read_text()).get("steps") == steps
     summary = json.loads(summary_file.read_text()) if done else MODES["pretrain"](cfg, str(workdir))
@@ -368,6 +412,9 @@ def main(argv=None) -> int:
     ap.add_argument("--pretrain-dir", default="", help="pretraining workdir (reused when finished)")
     ap.add_argument("--pretrain-source", default="all", choices=("all", "labelled"),
                     help="pretraining structures: all 18,928, or the 8,100 with an mbid (CPU budget); no labels either way")
+    ap.add_argument("--pretrain-scope", default="fold", choices=("fold", "all"),
+                    help="fold: pretrain on each fold's training structures only (the X-MoPA paper's protocol); "
+                         "all: once on every structure, the test folds' included (labels never read)")
     ap.add_argument("--control", action="store_true",
                     help="same-budget control of a protocol: identical architecture, features, trainable groups and "
                          "supervised schedule, from random initialisation (no pretraining)")
@@ -434,13 +481,14 @@ def main(argv=None) -> int:
             node[leaf] = value
     print(f"command: {command}\nhardware: {json.dumps(hardware)}\nprotocol: {protocol} ({PROTOCOLS[protocol]})")
 
-    pre_info, init_from, trainable = None, None, None
+    pre_info, init_from, trainable, per_fold = None, None, None, False
     if protocol != "scratch":
         import jax
 
         from mmjax.data.spec import feature_spec
 
-        init_from, pre_info, pre_cfg = pretrain(protocol, config, args, jax.device_count())
+        per_fold = args.pretrain_scope == "fold" and not args.control
+        init_from, pre_info, pre_cfg = pretrain(protocol, config, args, jax.device_count(), train=not per_fold)
         # the supervised stage sees the same features as pretraining, plus the target
         spec = dataclasses.replace(feature_spec(pre_cfg), targets=(TARGET,))
     config, trainable = downstream_config(config, protocol, TARGET)
@@ -512,10 +560,19 @@ def main(argv=None) -> int:
         patience = max(1, args.patience if not args.quick else 100)
         print(f"\n== fold {fold}: train {len(train_rows)}, val {len(val_rows)}, test {len(test_rows)} structures; "
               f"{steps} steps max ({steps_per_epoch}/epoch), batch {args.batch_size}")
+        fold_init, fold_pre = init_from, None
+        if protocol != "scratch" and per_fold:  # label-free pretraining on this fold's training structures
+            import jax
+
+            rows_mbids = [labels["ids"][r] for r in np.concatenate([train_rows, val_rows])]
+            # source ids: perov_5 material ids (all structures) or mbids (--pretrain-source labelled)
+            keep = (sorted(rows_mbids) if args.pretrain_source == "labelled" and not args.quick
+                    else fold_structure_ids(mbid_links(args.structures), rows_mbids))
+            fold_init, fold_pre, _ = pretrain(protocol, config, args, jax.device_count(), keep=keep, name=f"fold{fold}")
         res = fit_predict(config, ds.subset(position[train_rows]), ds.subset(position[val_rows]),
                           ds.subset(position[test_rows]), target=TARGET, steps=steps, batch_size=args.batch_size,
                           eval_every=eval_every, patience=patience, seed=args.seed + fold,
-                          log=print if args.verbose else None, init_from=init_from, trainable=trainable)
+                          log=print if args.verbose else None, init_from=fold_init, trainable=trainable)
         y = labels["targets"]
         mae = float(np.mean(np.abs(res.predictions - y[test_rows])))
         dummy = float(np.mean(np.abs(y[test_rows] - y[train_rows].mean())))
@@ -523,6 +580,8 @@ def main(argv=None) -> int:
               f"{res.best_val_mae:.4f} at step {res.best_step} of {res.steps_run}; {res.wall_s:.0f} s")
         fold_runs[fold] = {"fit": res.summary(), "mae": mae, "mae_train_mean_baseline": dummy, "steps_max": steps,
                            "val_curve": [(h["step"], round(h["val/mae"], 5)) for h in res.history]}
+        if fold_pre is not None:
+            fold_runs[fold]["pretraining"] = fold_pre
         params = {"system": args.system, "protocol": protocol, "steps_max": steps,
                   "best_step": res.best_step, "best_val_mae": res.best_val_mae}
         write_json(out / "folds" / f"fold_{fold}.json", {
@@ -557,9 +616,11 @@ def main(argv=None) -> int:
         print(f"X-MoPA paper (Table 1, full task, paper-size model + MatSciBERT text): {r.value} {r.unit}")
     if pre_info is not None and pre_info.get("control"):
         print("control: no pretraining (random initialisation, same architecture, features and schedule)")
-    elif pre_info is not None:
+    elif pre_info is not None and not pre_info.get("skipped"):
         print(f"pretraining: {pre_info['steps']} steps x {pre_info['batch']} on {pre_info['structures']} structures "
               f"without labels, {pre_info['wall_s']:.0f} s{' (reused)' if pre_info['reused'] else ''}")
+    elif pre_info is not None:
+        print("pretraining: per fold, on each fold's training structures without labels (run.json folds.*.pretraining)")
     print(f"ours: {protocol} protocol{' CONTROL (no pretraining)' if args.control else ''}, {args.system} on the {int(available.sum())} rows with structures, folds {sorted(fold_runs)}: "
           f"{s['mae']['mean']:.4f} ± {s['mae']['std']:.4f}; total {time.time() - t_start:.0f} s")
     write_json(out / "run.json", {

@@ -65,3 +65,34 @@ def test_training_subsets_are_seeded_nested_and_in_order():
     np.testing.assert_array_equal(half, mb.training_subset(rows, 0.5, 7))
     assert set(mb.training_subset(rows, 0.5, 8)) != set(half)
     assert len(mb.training_subset(rows[:3], 0.01, 0)) == 1
+
+
+def test_fold_pretraining_structures_exclude_the_test_fold_and_unlinked_ones():
+    """--pretrain-scope fold: a fold's label-free pretraining set is the structures linked to its
+    training rows only; a structure linked to a test row, or to no row, is never in it."""
+    mb = _harness()
+    links = {"s1": "mb-1", "s2": "mb-2", "s3": "mb-3", "s4": "mb-2"}  # s4: a second structure of row mb-2
+    assert mb.fold_structure_ids(links, ["mb-2", "mb-3"]) == ["s2", "s3", "s4"]
+    assert mb.fold_structure_ids(links, []) == []
+    assert "s1" not in mb.fold_structure_ids(links, ["mb-2", "mb-3", "mb-9"])
+
+
+def test_pretrain_scope_is_a_setting_that_keeps_old_folds_apart(tmp_path):
+    """Folds of a pretraining protocol written before --pretrain-scope existed were pretrained on
+    every structure ("all"): a per-fold-pretraining run refuses to resume them, an "all" run takes
+    them. A scratch (or --control) run has no pretraining scope, so its old folds still resume."""
+    import argparse
+
+    mb = _harness()
+    old = {"epochs": 60, "protocol": "xmopa", "control": False}
+    (tmp_path / "folds").mkdir()
+    (tmp_path / "folds" / "fold_0.json").write_text(json.dumps(
+        {"fold": 0, "settings": old, "run": {"mae": 0.3}, "params": {}, "predictions": {}}))
+    args = argparse.Namespace(epochs=60, control=False, pretrain_scope="fold")
+    with pytest.raises(ValueError, match=r"other settings \(pretrain_scope: 'all' vs 'fold'\)"):
+        mb.finished_folds(tmp_path, mb.fold_settings(args, "xmopa"))
+    assert list(mb.finished_folds(tmp_path, mb.fold_settings(argparse.Namespace(**{**vars(args), "pretrain_scope": "all"}),
+                                                            "xmopa"))) == [0]
+    scratch = mb.fold_settings(args, "scratch")
+    assert "pretrain_scope" not in scratch and "pretrain_scope" not in mb.fold_settings(
+        argparse.Namespace(**{**vars(args), "control": True}), "xmopa")
