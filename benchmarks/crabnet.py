@@ -145,7 +145,9 @@ def run_task(task: str, args, config, hardware: dict) -> dict:
     steps_per_epoch = max(1, math.ceil(n_train / args.batch_size))
     steps = args.steps or args.epochs * steps_per_epoch
     eval_every = args.eval_every or steps_per_epoch
-    config.optim.update(dict(schedule="cosine", peak_lr=args.lr, init_lr=args.lr * 0.01, end_lr=args.lr * 0.01,
+    # this protocol's optimiser (module docstring): AdamW, not the config's CrabNet Lamb + Lookahead
+    config.optim.update(dict(name="adamw", b1=0.9, b2=0.999, eps=1e-8, lookahead_k=0, lamb_trust_groups="tensor",
+                             schedule="cosine", peak_lr=args.lr, init_lr=args.lr * 0.01, end_lr=args.lr * 0.01,
                              warmup_fraction=0.05, weight_decay=args.weight_decay, clip_norm=1.0))
     print(f"\n== {task}: train {counts['train']}, val {counts['val']}, test {counts['test']} rows "
           f"(featurised/loaded in {t_feat:.1f} s); {steps} steps max ({steps_per_epoch}/epoch), "
@@ -292,8 +294,10 @@ def main(argv=None) -> int:
     rows = []
     for task in tasks:
         config = load_config(pathlib.Path(args.config))
-        if args.quick or args.small:
+        if args.quick or args.small:  # the small model of the module docstring: learned element vectors, MSE
             config.system.encoder.update(QUICK_ENCODER if args.quick else SMALL_ENCODER)
+            config.system.encoder.update(dict(element_table="", torch_init=False))
+            config.system.update(dict(head="mlp", loss="mse", identical_layers=False))
             config.system.head_hidden = QUICK_HEAD if args.quick else SMALL_HEAD
             if args.d_model and not args.quick:
                 d = int(args.d_model)

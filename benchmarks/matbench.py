@@ -52,9 +52,11 @@ Protocols (``--protocol``; `mmjax.eval.matbench.PROTOCOLS`):
 ``--pretrain-source labelled`` pretrains on the 8,100 structures with an mbid only (still without
 their labels) when the CPU budget does not allow featurising all 18,928.
 The pretraining run lives in ``--pretrain-dir`` (default runs/bench_pretrain/<protocol>[-labelled|-quick],
-with ``-fold<k>`` per fold); a finished one is reused. Every structure is featurised once (one store,
-the same features for pretraining and the supervised stage); a fold's pretraining source lists only
-its training rows' structures. The supervised stage reads a copy of the pretraining store with the
+with ``-fold<k>`` per fold); a finished one is reused only when it was made from the same request
+(``bench_request.json``: steps, batch, lr, the source file's sha256, the system config), and a
+workdir of another request is refused. The supervised stage's store is featurised once for every
+structure; a fold's pretraining source lists only its training rows' structures and is featurised
+into its own cache (keyed by the source's content). The supervised stage reads a copy of the pretraining store with the
 ``e_form`` column added on the rows that have an mbid (same features, no second featurisation).
 
 Outputs: per-fold and mean MAE beside the reported numbers (`benchmarks/reported.py`), and in
@@ -226,7 +228,7 @@ def reused_folds(folder: pathlib.Path, args, protocol: str) -> dict[int, tuple]:
     new = fold_settings(args, protocol)
     old = {**LATER_SETTINGS, **old}  # runs from before a setting existed
     old.setdefault("control", False)
-    diff = [k for k in SAME_SETTINGS + ("protocol",) if old.get(k) != new.get(k)]
+    diff = [k for k in new if old.get(k) != new[k]]  # the keys that make this run's folds interchangeable
     if diff:
         raise ValueError(f"--reuse-folds {folder}: settings differ ({', '.join(f'{k}: {old.get(k)!r} vs {new.get(k)!r}' for k in diff)})")
     with gzip.open(folder / "results.json.gz", "rt") as fh:
@@ -287,6 +289,38 @@ def spec_tag(spec) -> str:
     import hashlib
 
     return hashlib.sha1(json.dumps(spec.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+PRETRAIN_REQUEST = "bench_request.json"
+
+
+def pretraining_request(protocol: str, cfg, source: pathlib.Path, *, steps: int, batch: int, lr: float) -> dict:
+    """What a pretraining workdir was made from: protocol, steps, batch, peak lr, the sha256 of the
+    source file's bytes (the structures) and the pretraining system config (JSON-normalised)."""
+    import hashlib
+
+    digest = hashlib.sha256(pathlib.Path(source).read_bytes()).hexdigest()
+    request = {"protocol": protocol, "steps": int(steps), "batch": int(batch), "peak_lr": float(lr),
+               "source_sha256": digest, "system": cfg.system.to_dict()}
+    return json.loads(json.dumps(request, default=str))
+
+
+def check_pretraining_request(workdir: pathlib.Path, request: dict) -> None:
+    """Raise naming the first difference when ``workdir`` holds a pretraining run (finished or
+    partly done) made from another request, or one that recorded none: it is left as it is."""
+    path = workdir / PRETRAIN_REQUEST
+    started = (workdir / "summary.json").exists() or (workdir / "checkpoints").exists()
+    if not started:
+        return
+    old = json.loads(path.read_text()) if path.exists() else None
+    if old == request:
+        return
+    if old is None:
+        raise ValueError(f"{workdir} holds a pretraining run that recorded no {PRETRAIN_REQUEST} (written before "
+                         "requests were recorded): pass another --pretrain-dir, or remove it to pretrain again")
+    key = next(k for k in sorted(set(old) | set(request)) if old.get(k) != request.get(k))
+    raise ValueError(f"{workdir} holds a pretraining run of other settings ({key}: {str(old.get(key))[:80]} vs "
+                     f"{str(request.get(key))[:80]}); pass another --pretrain-dir")
 
 
 def pretrain(protocol: str, config, args, n_devices: int, *, keep: list[str] | None = None, name: str = "",
@@ -373,7 +407,12 @@ def pretrain(protocol: str, config, args, n_devices: int, *, keep: list[str] | N
         return None, {"control": bool(args.control), "skipped": True, "structures": n_structures,
                       "source": str(source), "how": how}, cfg
     summary_file = workdir / "summary.json"
+    request = pretraining_request(protocol, cfg, source, steps=steps, batch=batch, lr=lr)
+    check_pretraining_request(workdir, request)  # a workdir of other settings is refused, never reused
     done = summary_file.exists() and json.loads(summary_file.read_text()).get("steps") == steps
+    if not done:
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / PRETRAIN_REQUEST).write_text(json.dumps(request, indent=1))
     summary = json.loads(summary_file.read_text()) if done else MODES["pretrain"](cfg, str(workdir))
     if done:
         print(f"   reusing the finished pretraining run in {workdir}")
@@ -491,6 +530,7 @@ def main(argv=None) -> int:
         init_from, pre_info, pre_cfg = pretrain(protocol, config, args, jax.device_count(), train=not per_fold)
         # the supervised stage sees the same features as pretraining, plus the target
         spec = dataclasses.replace(feature_spec(pre_cfg), targets=(TARGET,))
+    pretrain_base = config  # the per-fold pretraining stages start from this config, as the 'all' one does
     config, trainable = downstream_config(config, protocol, TARGET)
     modalities = tuple(config.data.modalities)
     if protocol == "scratch":
@@ -568,7 +608,8 @@ def main(argv=None) -> int:
             # source ids: perov_5 material ids (all structures) or mbids (--pretrain-source labelled)
             keep = (sorted(rows_mbids) if args.pretrain_source == "labelled" and not args.quick
                     else fold_structure_ids(mbid_links(args.structures), rows_mbids))
-            fold_init, fold_pre, _ = pretrain(protocol, config, args, jax.device_count(), keep=keep, name=f"fold{fold}")
+            fold_init, fold_pre, _ = pretrain(protocol, pretrain_base, args, jax.device_count(), keep=keep,
+                                              name=f"fold{fold}")
         res = fit_predict(config, ds.subset(position[train_rows]), ds.subset(position[val_rows]),
                           ds.subset(position[test_rows]), target=TARGET, steps=steps, batch_size=args.batch_size,
                           eval_every=eval_every, patience=patience, seed=args.seed + fold,

@@ -20,8 +20,6 @@ import jax
 
 from mmjax.data.featurize import featurize_dataset
 from mmjax.data.normalise import table_from_manifest
-from mmjax.data.sources import read_source
-from mmjax.data.sources.prototypes import generate_one
 from mmjax.data.spec import CLASS_LABEL_OFFSETS, config_option, config_targets, feature_spec
 from mmjax.data.store import Dataset
 from mmjax.data.store_writer import merge_manifests
@@ -108,6 +106,7 @@ def prototype_material(item: tuple):
     The stored labels ``space_group`` / ``crystal_system`` come from the featuriser's symmetry
     step (``label/*``, class labels); the duplicate float targets are dropped here.
     """
+    from mmjax.data.sources.prototypes import generate_one  # lazy, as read_source (`_read_materials`)
 
     m = generate_one(int(item[1]), seed=int(item[2]))
     for name in CLASS_LABEL_OFFSETS:
@@ -118,6 +117,9 @@ def prototype_material(item: tuple):
 def _read_materials(req: dict, config) -> tuple[list, Callable | None, list]:
     """(items, parse, read errors) for `featurize_dataset`: prototypes are generated inside the
     workers; the read errors are ``{"id", "reason"}`` of the records the reader could not read."""
+    # lazy: the source readers pull pandas (the optional [text] extra) and pymatgen's file parsers,
+    # ~1.2 s, which the main command does not need for a cached dataset or the synthetic source
+    from mmjax.data.sources import read_source
 
     if req["source"] == "prototypes":
         n, seed = req["kwargs"]["n"], req["kwargs"]["seed"]

@@ -25,6 +25,9 @@ import copy
 import dataclasses
 import math
 import os
+import platform
+import shlex
+import sys
 import time
 from typing import Any, Callable, Sequence
 
@@ -36,7 +39,12 @@ from mmjax.data.material import RecordError
 from mmjax.data.normalise import moments, regression_entry
 from mmjax.data.pipeline import make_batches
 from mmjax.eval.finetune import fit_with_early_stopping
+from mmjax.systems import build_system
 from mmjax.train import mesh as mesh_lib
+from mmjax.train.checkpoint import load_params
+from mmjax.train.loop import build_engine, merge_params
+from mmjax.train.state import init_state
+from mmjax.train.step import make_apply_fn, make_train_step
 
 PyTree = Any
 
@@ -271,11 +279,6 @@ def prepare_fit(config, train, val, test, *, target: str, steps: int, batch_size
                 mesh=None, log: Callable[[str], None] | None = None, init_from=None,
                 trainable: Sequence[str] | None = None) -> FitSetup:
     """Validate the splits and build a `FitSetup` (arguments as `fit_predict`)."""
-    from mmjax.systems import build_system
-    from mmjax.train.loop import build_engine
-    from mmjax.train.state import init_state
-    from mmjax.train.step import make_apply_fn, make_train_step
-
     for name, ds in (("train", train), ("val", val), ("test", test)):
         if len(ds) == 0:
             raise ValueError(f"fit_predict: the {name} dataset is empty")
@@ -339,9 +342,6 @@ def _freeze_all_but(cfg: ml_collections.ConfigDict, system, host_batch, trainabl
 
 def _load_init(state, source, param_shardings):
     """``state`` with the same-path, same-shape arrays of ``source`` (path or pytree) loaded."""
-    from mmjax.train.checkpoint import load_params
-    from mmjax.train.loop import merge_params
-
     loaded = load_params(source) if isinstance(source, (str, os.PathLike)) else source
     merged, n = merge_params(jax.device_get(state.params), loaded)
     if n == 0:
@@ -352,16 +352,11 @@ def _load_init(state, source, param_shardings):
 
 def command_line(argv=None) -> str:
     """The shell command that started this script (``argv`` replaces ``sys.argv[1:]`` when given)."""
-    import shlex
-    import sys
-
     return "python " + " ".join(shlex.quote(a) for a in [sys.argv[0]] + list(sys.argv[1:] if argv is None else argv))
 
 
 def hardware_description() -> dict:
     """Where a benchmark ran: CPU model, logical cores, JAX backend, device kind and count."""
-    import platform
-
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:

@@ -96,3 +96,30 @@ def test_pretrain_scope_is_a_setting_that_keeps_old_folds_apart(tmp_path):
     scratch = mb.fold_settings(args, "scratch")
     assert "pretrain_scope" not in scratch and "pretrain_scope" not in mb.fold_settings(
         argparse.Namespace(**{**vars(args), "control": True}), "xmopa")
+
+
+def test_a_pretraining_workdir_of_another_request_is_refused_not_reused(tmp_path):
+    """A finished (or started) pretraining workdir is reused only for the request it was made
+    from: other steps, structures (source bytes) or system settings raise naming the key; a
+    workdir that recorded no request raises too; nothing in it is touched."""
+    import ml_collections
+
+    mb = _harness()
+    src = tmp_path / "src.json.gz"
+    src.write_bytes(b"structures A")
+    cfg = ml_collections.ConfigDict({"system": {"name": "xmopa", "latent_dim": 64, "hidden": (64,)}})
+    req = mb.pretraining_request("xmopa", cfg, src, steps=600, batch=64, lr=1e-3)
+    wd = tmp_path / "wd"
+    mb.check_pretraining_request(wd, req)  # nothing there yet: fine
+    wd.mkdir()
+    (wd / "summary.json").write_text(json.dumps({"steps": 600}))
+    with pytest.raises(ValueError, match="recorded no bench_request.json"):
+        mb.check_pretraining_request(wd, req)
+    (wd / mb.PRETRAIN_REQUEST).write_text(json.dumps(req))
+    mb.check_pretraining_request(wd, req)
+    with pytest.raises(ValueError, match=r"other settings \(steps: 600 vs 300\)"):
+        mb.check_pretraining_request(wd, mb.pretraining_request("xmopa", cfg, src, steps=300, batch=64, lr=1e-3))
+    src.write_bytes(b"structures B")  # another fold's (or --train-fraction's) structure set
+    with pytest.raises(ValueError, match=r"other settings \(source_sha256"):
+        mb.check_pretraining_request(wd, mb.pretraining_request("xmopa", cfg, src, steps=600, batch=64, lr=1e-3))
+    assert json.loads((wd / "summary.json").read_text()) == {"steps": 600}

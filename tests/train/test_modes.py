@@ -76,7 +76,7 @@ def test_featurised_data_is_cached_and_reused(trained, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("featurised again instead of re-using the cache")
 
-    monkeypatch.setattr("mmjax.data.featurize.featurize_dataset", refuse)
+    monkeypatch.setattr(data_cache, "featurize_dataset", refuse)  # the name prepare_dataset calls
     ds = data_cache.prepare_dataset(config, str(workdir))
     assert str(ds.root) == str(folders[0]) and len(ds) == 40
     # another num_materials is another dataset (its own folder)
