@@ -305,6 +305,10 @@ def pretraining_request(protocol: str, cfg, source: pathlib.Path, *, steps: int,
     return json.loads(json.dumps(request, default=str))
 
 
+class PretrainingMismatch(ValueError):
+    """A pretraining workdir holds a run of another request (`check_pretraining_request`)."""
+
+
 def check_pretraining_request(workdir: pathlib.Path, request: dict) -> None:
     """Raise naming the first difference when ``workdir`` holds a pretraining run (finished or
     partly done) made from another request, or one that recorded none: it is left as it is."""
@@ -316,10 +320,10 @@ def check_pretraining_request(workdir: pathlib.Path, request: dict) -> None:
     if old == request:
         return
     if old is None:
-        raise ValueError(f"{workdir} holds a pretraining run that recorded no {PRETRAIN_REQUEST} (written before "
+        raise PretrainingMismatch(f"{workdir} holds a pretraining run that recorded no {PRETRAIN_REQUEST} (written before "
                          "requests were recorded): pass another --pretrain-dir, or remove it to pretrain again")
     key = next(k for k in sorted(set(old) | set(request)) if old.get(k) != request.get(k))
-    raise ValueError(f"{workdir} holds a pretraining run of other settings ({key}: {str(old.get(key))[:80]} vs "
+    raise PretrainingMismatch(f"{workdir} holds a pretraining run of other settings ({key}: {str(old.get(key))[:80]} vs "
                      f"{str(request.get(key))[:80]}); pass another --pretrain-dir")
 
 
@@ -426,6 +430,14 @@ def pretrain(protocol: str, config, args, n_devices: int, *, keep: list[str] | N
 
 
 def main(argv=None) -> int:
+    try:
+        return _main(argv)
+    except PretrainingMismatch as err:  # one line naming the workdir and the setting; nothing is touched
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def _main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--protocol", default="scratch", choices=("scratch", "xmopa", "multimat"),
                     help="scratch: --system from random init; xmopa / multimat: pretrain then transfer")

@@ -113,7 +113,7 @@ def test_a_pretraining_workdir_of_another_request_is_refused_not_reused(tmp_path
     mb.check_pretraining_request(wd, req)  # nothing there yet: fine
     wd.mkdir()
     (wd / "summary.json").write_text(json.dumps({"steps": 600}))
-    with pytest.raises(ValueError, match="recorded no bench_request.json"):
+    with pytest.raises(mb.PretrainingMismatch, match="recorded no bench_request.json"):
         mb.check_pretraining_request(wd, req)
     (wd / mb.PRETRAIN_REQUEST).write_text(json.dumps(req))
     mb.check_pretraining_request(wd, req)
