@@ -80,6 +80,7 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from mmjax.config_file import load_config  # noqa: E402 (the checkout's mmjax)
+from mmjax.eval.matbench import DEFAULT_DOWNSTREAM  # noqa: E402
 SHARED = ROOT.parent / "shared" / "data"
 LABELS = SHARED / "matbench" / "matbench_perovskites.json.bz2"
 STRUCTURES = SHARED / "perovskites" / "labelled.csv.gz"
@@ -214,10 +215,14 @@ def labelled_copy(pre_cfg, cache: pathlib.Path, labels: dict, source: str = "lin
     return full.subset(keep), mb[keep]
 
 
+# pretraining settings: they change a fold's result only where something is pretrained
+PRETRAIN_SETTINGS = ("pretrain_scope", "pretrain_steps", "pretrain_batch", "pretrain_lr", "pretrain_source")
 SAME_SETTINGS = ("epochs", "steps", "batch_size", "lr", "weight_decay", "patience", "val_fraction", "seed", "system",
-                 "quick", "set", "config", "structures", "control", "train_fraction", "pretrain_scope")
+                 "quick", "set", "config", "structures", "control", "train_fraction", "downstream") + PRETRAIN_SETTINGS
 # values of settings added later, for results written before they existed
-LATER_SETTINGS = {"set": [], "config": "", "structures": "labelled", "train_fraction": 1.0, "pretrain_scope": "all"}
+LATER_SETTINGS = {"set": [], "config": "", "structures": "labelled", "train_fraction": 1.0, "pretrain_scope": "all",
+                  "downstream": "frozen", "pretrain_steps": 0, "pretrain_batch": 0, "pretrain_lr": 0.0,
+                  "pretrain_source": "all"}
 
 
 def reused_folds(folder: pathlib.Path, args, protocol: str) -> dict[int, tuple]:
@@ -226,7 +231,7 @@ def reused_folds(folder: pathlib.Path, args, protocol: str) -> dict[int, tuple]:
     run = json.loads((folder / "run.json").read_text())
     old = dict(run["settings"], protocol=run.get("protocol", "scratch"))
     new = fold_settings(args, protocol)
-    old = {**LATER_SETTINGS, **old}  # runs from before a setting existed
+    old = {**LATER_SETTINGS, "downstream": DEFAULT_DOWNSTREAM.get(old["protocol"]), **old}  # runs from before a setting existed
     old.setdefault("control", False)
     diff = [k for k in new if old.get(k) != new[k]]  # the keys that make this run's folds interchangeable
     if diff:
@@ -238,10 +243,13 @@ def reused_folds(folder: pathlib.Path, args, protocol: str) -> dict[int, tuple]:
 
 def fold_settings(args, protocol: str) -> dict:
     """The settings that make two runs' folds interchangeable (`SAME_SETTINGS` + protocol; the
-    pretraining scope only where something is pretrained)."""
+    pretraining settings only where something is pretrained, the downstream form only for a
+    protocol)."""
     keys = SAME_SETTINGS + ("protocol",)
     if protocol == "scratch" or args.control:
-        keys = tuple(k for k in keys if k != "pretrain_scope")
+        keys = tuple(k for k in keys if k not in PRETRAIN_SETTINGS)
+    if protocol == "scratch":
+        keys = tuple(k for k in keys if k != "downstream")
     return {k: v for k, v in dict(vars(args), protocol=protocol).items() if k in keys}
 
 
@@ -252,7 +260,8 @@ def finished_folds(out: pathlib.Path, settings: dict) -> dict[int, tuple]:
     done = {}
     for f in sorted((out / "folds").glob("fold_*.json")):
         rec = json.loads(f.read_text())
-        had = {k: v for k, v in LATER_SETTINGS.items() if k != "structures"} | rec["settings"]
+        later = dict(LATER_SETTINGS, downstream=DEFAULT_DOWNSTREAM.get(rec["settings"].get("protocol")))
+        had = {k: v for k, v in later.items() if k != "structures"} | rec["settings"]
         diff = [k for k in settings if had.get(k) != settings[k]]
         if diff:
             k = diff[0]
@@ -466,6 +475,9 @@ def _main(argv=None) -> int:
     ap.add_argument("--pretrain-scope", default="fold", choices=("fold", "all"),
                     help="fold: pretrain on each fold's training structures only (the X-MoPA paper's protocol); "
                          "all: once on every structure, the test folds' included (labels never read)")
+    ap.add_argument("--downstream", default=None, choices=("frozen", "finetune"),
+                    help="supervised stage of a protocol: frozen encoders + heads, or everything fine-tuned "
+                         "(default: xmopa frozen, as the paper; multimat finetune)")
     ap.add_argument("--control", action="store_true",
                     help="same-budget control of a protocol: identical architecture, features, trainable groups and "
                          "supervised schedule, from random initialisation (no pretraining)")
@@ -507,6 +519,9 @@ def _main(argv=None) -> int:
     protocol = args.protocol
     if protocol != "scratch":
         args.system = protocol
+        args.downstream = args.downstream or DEFAULT_DOWNSTREAM[protocol]
+    elif args.downstream is not None:
+        ap.error("--downstream needs a pretraining --protocol (xmopa or multimat)")
     config = load_config(args.config or (f"configs/{protocol}.py:small" if protocol != "scratch"
                                          else f"configs/{args.system}.py"))
     if config.system.name != args.system:
@@ -543,7 +558,7 @@ def _main(argv=None) -> int:
         # the supervised stage sees the same features as pretraining, plus the target
         spec = dataclasses.replace(feature_spec(pre_cfg), targets=(TARGET,))
     pretrain_base = config  # the per-fold pretraining stages start from this config, as the 'all' one does
-    config, trainable = downstream_config(config, protocol, TARGET)
+    config, trainable = downstream_config(config, protocol, TARGET, args.downstream)
     modalities = tuple(config.data.modalities)
     if protocol == "scratch":
         spec = default_spec(modalities)

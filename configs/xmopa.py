@@ -47,6 +47,7 @@ def get_config(arg=None):
         # downstream heads (Sec. 5: "fine tuning of only the final prediction heads"); embedded default
         # target here, a Matbench target (e.g. {"e_form": 1}) with a Matbench source
         targets=ml_collections.ConfigDict({"ewald_energy_per_atom": 1}, type_safe=False),
+        head_source="latent",       # heads read the joint-space latents z~_m; "encoder": f_m(x_m) before P_m
         head_hidden=(256,),         # not given: ours (0.6 % of 111 M parameters are trained downstream)
         encoder_overrides=ml_collections.ConfigDict({}, type_safe=False),
     ))

@@ -313,16 +313,25 @@ def pretraining_config(config, *, source: str, steps: int, batch_size: int, n_de
     return c
 
 
-def downstream_config(config, protocol: str, target: str):
+# The supervised stage's form per protocol: "frozen" = encoders frozen, heads trained;
+# "finetune" = every parameter trained from the pretrained initialisation.
+DOWNSTREAM_FORMS = ("frozen", "finetune")
+DEFAULT_DOWNSTREAM = {"xmopa": "frozen", "multimat": "finetune"}
+
+
+def downstream_config(config, protocol: str, target: str, downstream: str | None = None):
     """``(config, trainable)`` of the supervised stage of ``protocol`` for regression ``target``.
 
-    * "xmopa": stage "finetune", heads on the concatenated latents, ``trainable = ("head",)``
-      (every encoder / projection / predictor frozen: the paper's "fine tuning of only the
-      final prediction heads").
+    * "xmopa": stage "finetune", heads on the concatenated latents (``system.head_source``);
+      ``downstream="frozen"`` (default, the paper's "fine tuning of only the final prediction
+      heads") gives ``trainable = ("head",)`` (every encoder / projection / predictor frozen),
+      ``"finetune"`` trains everything.
     * "multimat": stage "finetune", a linear head (``head_hidden = ()``) on the crystal encoder
-      output, batches with the crystal modality only (the head reads nothing else), every
-      parameter trainable (``trainable = None``).
-    * "scratch": the config unchanged apart from the target; ``trainable = None``.
+      output, batches with the crystal modality only (the head reads nothing else);
+      ``downstream="finetune"`` (default, as MultiMat fine-tunes) trains every parameter,
+      ``"frozen"`` the head only.
+    * "scratch": the config unchanged apart from the target; ``trainable = None``
+      (``downstream`` must be None).
     Pretrained weights are loaded by `mmjax.eval.fit.fit_predict` (``init_from``).
     """
     import copy
@@ -331,17 +340,19 @@ def downstream_config(config, protocol: str, target: str):
 
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; expected one of {sorted(PROTOCOLS)}")
+    if protocol == "scratch" and downstream is not None:
+        raise ValueError(f"downstream={downstream!r} needs a pretraining protocol, not 'scratch'")
+    downstream = downstream or DEFAULT_DOWNSTREAM.get(protocol)
+    if protocol != "scratch" and downstream not in DOWNSTREAM_FORMS:
+        raise ValueError(f"downstream must be one of {DOWNSTREAM_FORMS}, got {downstream!r}")
     c = copy.deepcopy(config)
-    trainable = None
     with c.unlocked():
         c.data.targets = (target,)
         if protocol == "scratch":
             return c, None
         c.system.targets = ml_collections.ConfigDict({target: 1}, type_safe=False)
         c.system.stage = "finetune"
-        if protocol == "xmopa":
-            trainable = ("head",)
-        else:
+        if protocol == "multimat":
             c.system.head_hidden = ()
             c.data.modalities = ("crystal",)
-    return c, trainable
+    return c, (("head",) if downstream == "frozen" else None)

@@ -24,7 +24,8 @@ The paper gives no numeric alpha, beta, tau (only "lambda << 1" in Eq. 7); the d
 the modalities involved are present (``slot_valid & present``).
 
 Downstream (probe): ``stage="finetune"`` trains heads on the concatenated latents of the three
-modalities; ``configs/xmopa.py`` freezes every encoder/projection/predictor group
+modalities (``head_source="latent"``; ``"encoder"``: on the encoder outputs before the projections
+P_m, which take the pretraining losses' pull on scale); ``configs/xmopa.py`` freezes every encoder/projection/predictor group
 (``config.optim.groups``) so only the heads learn, as in the paper.
 """
 
@@ -125,7 +126,7 @@ def make_system(config: ml_collections.ConfigDict) -> XMoPA:
         contrastive_weight=s.contrastive_weight,
         temperature=s.temperature, learnable_temperature=s.learnable_temperature,
         stage=s.stage, targets=common.config_dict(s.get("targets")), head_inputs=MODALITIES,
-        head_source="latent", head_hidden=tuple(s.head_hidden),
+        head_source=s.get("head_source", "latent"), head_hidden=tuple(s.head_hidden),
     )
 
 
@@ -151,6 +152,7 @@ def system_config(small: bool = False) -> ml_collections.ConfigDict:
         temperature=0.07,
         learnable_temperature=False,
         targets=ml_collections.ConfigDict({}, type_safe=False),
+        head_source="latent",
         head_hidden=(32,) if small else (256,),
         encoder_overrides=ml_collections.ConfigDict({}, type_safe=False),
     ))

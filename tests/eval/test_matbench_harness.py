@@ -98,6 +98,36 @@ def test_pretrain_scope_is_a_setting_that_keeps_old_folds_apart(tmp_path):
         argparse.Namespace(**{**vars(args), "control": True}), "xmopa")
 
 
+def test_pretraining_and_downstream_settings_keep_folds_apart(tmp_path):
+    """A fold finished with other pretraining steps / lr / batch / source, or another downstream
+    form, is refused, not resumed; old fold files count as the protocol's default form (xmopa
+    frozen, multimat fine-tuned). A control run carries no pretraining setting (nothing is
+    pretrained) but keeps its downstream form; a scratch run carries neither."""
+    import argparse
+
+    mb = _harness()
+    base = dict(epochs=60, control=False, pretrain_scope="fold", pretrain_steps=600, pretrain_batch=64,
+                pretrain_lr=1e-3, pretrain_source="all", downstream="frozen")
+    (tmp_path / "folds").mkdir()
+    rec = {"fold": 0, "settings": dict(mb.fold_settings(argparse.Namespace(**base), "xmopa")), "run": {"mae": 0.3},
+           "params": {}, "predictions": {}}
+    (tmp_path / "folds" / "fold_0.json").write_text(json.dumps(rec))
+    assert list(mb.finished_folds(tmp_path, mb.fold_settings(argparse.Namespace(**base), "xmopa"))) == [0]
+    for key, value in [("pretrain_steps", 2000), ("pretrain_lr", 3e-3), ("pretrain_batch", 128),
+                       ("pretrain_source", "labelled"), ("downstream", "finetune")]:
+        with pytest.raises(ValueError, match=rf"other settings \({key}: "):
+            mb.finished_folds(tmp_path, mb.fold_settings(argparse.Namespace(**{**base, key: value}), "xmopa"))
+    old = {k: v for k, v in rec["settings"].items() if k != "downstream"}  # written before --downstream
+    (tmp_path / "folds" / "fold_0.json").write_text(json.dumps({**rec, "settings": old}))
+    assert list(mb.finished_folds(tmp_path, mb.fold_settings(argparse.Namespace(**base), "xmopa"))) == [0]
+    (tmp_path / "folds" / "fold_0.json").write_text(json.dumps({**rec, "settings": {**old, "protocol": "multimat"}}))
+    with pytest.raises(ValueError, match=r"downstream: 'finetune' vs 'frozen'"):
+        mb.finished_folds(tmp_path, mb.fold_settings(argparse.Namespace(**base), "multimat"))
+    control = mb.fold_settings(argparse.Namespace(**{**base, "control": True}), "xmopa")
+    assert not set(control) & set(mb.PRETRAIN_SETTINGS) and control["downstream"] == "frozen"
+    assert "downstream" not in mb.fold_settings(argparse.Namespace(**base), "scratch")
+
+
 def test_a_pretraining_workdir_of_another_request_is_refused_not_reused(tmp_path):
     """A finished (or started) pretraining workdir is reused only for the request it was made
     from: other steps, structures (source bytes) or system settings raise naming the key; a

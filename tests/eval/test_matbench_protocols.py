@@ -58,6 +58,19 @@ def test_xmopa_protocol_trains_heads_only():
     assert system.stage == "finetune" and system.head_source == "latent"
 
 
+def test_xmopa_fine_tuned_form_and_encoder_head_source():
+    """--downstream finetune trains every group; system.head_source="encoder" puts the heads on the
+    encoder outputs (before the projections), "latent" (default) after them."""
+    base = load_config("xmopa")
+    c, trainable = downstream_config(base, "xmopa", "e_form", "finetune")
+    assert trainable is None and c.system.stage == "finetune"
+    assert downstream_config(base, "xmopa", "e_form", "frozen")[1] == ("head",)
+    base.system.head_source = "encoder"
+    assert build_system(downstream_config(base, "xmopa", "e_form")[0]).head_source == "encoder"
+    with pytest.raises(ValueError, match="downstream must be one of"):
+        downstream_config(base, "xmopa", "e_form", "linear")
+
+
 def test_multimat_protocol_fine_tunes_crystal_with_linear_head():
     c, trainable = downstream_config(load_config("multimat"), "multimat", "e_form")
     assert trainable is None  # everything trainable (the crystal encoder is fine-tuned)
@@ -73,5 +86,8 @@ def test_scratch_protocol_and_unknown_protocol():
     assert trainable is None and tuple(c.data.targets) == ("e_form",)
     assert c.system.to_dict() == base.system.to_dict()
     assert set(PROTOCOLS) == {"scratch", "xmopa", "multimat"}
+    with pytest.raises(ValueError, match="needs a pretraining protocol"):
+        downstream_config(base, "scratch", "e_form", "finetune")
+    assert downstream_config(load_config("multimat"), "multimat", "e_form", "frozen")[1] == ("head",)
     with pytest.raises(ValueError, match="unknown protocol 'matbind'"):
         downstream_config(base, "matbind", "e_form")
