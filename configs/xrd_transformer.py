@@ -22,8 +22,8 @@ def get_config(arg=None):
     c = base.make_base()
     c.system = ml_collections.ConfigDict(dict(
         name="xrd_transformer",
-        encoder=dict(num_tokens=17, patch_size=250, d_model=512, num_layers=3, num_heads=4, mlp_dim=1024,
-                     dropout_rate=0.1),
+        encoder=dict(patch_size=250,  # num_tokens derived: 4250 points / 250 = 17
+                     d_model=512, num_layers=3, num_heads=4, mlp_dim=1024, dropout_rate=0.1),
         head_hidden=(),
     ))
     c.data.modalities = ("xrd",)

@@ -39,8 +39,8 @@ def get_config(arg=None):
         # XRD encoder (Sec. 3.1): 4250 points -> 17 tokens x 250; "3 layers deep, embedding dimension
         # 512, 4 attention heads, 1024 dimensions for the feedforward blocks"; learnable [CLS] and
         # positions; projected to 768 (6.8 M parameters in the paper).
-        xrd=dict(num_tokens=17, patch_size=250, d_model=512, num_layers=3, num_heads=4, mlp_dim=1024,
-                 out_dim=768, dropout_rate=0.1),
+        xrd=dict(patch_size=250,  # num_tokens derived: 4250 points / 250 = 17
+                 d_model=512, num_layers=3, num_heads=4, mlp_dim=1024, out_dim=768, dropout_rate=0.1),
         # Fusion (Sec. 3.1): "12-layer deep transformer with 768 embedding dimensions, 12 attention
         # heads, and 2048 dimensions for the feedforward blocks" (94.5 M parameters).
         fusion=dict(num_layers=12, d_model=768, num_heads=12, mlp_dim=2048, dropout_rate=0.1),

@@ -10,6 +10,7 @@ import numpy as np
 
 from mmjax.data.featurize import FeatureSpec
 from mmjax.data.features.elements import element_features
+from mmjax.data.features.xrd import two_theta_grid
 from mmjax.data.pipeline import PRESENCE_KEYS
 from mmjax.data.schema import MODALITIES
 from mmjax.data.splits import random_split
@@ -159,3 +160,30 @@ def split_indices(config, n: int) -> dict[str, np.ndarray]:
     fractions = tuple(config_option(config.data, "split", (0.8, 0.1, 0.1)))
     train, val, test = random_split(n, fractions, seed=int(config_option(config.data, "split_seed", 0)))
     return {"train": train, "eval": val, "test": test, "all": np.arange(n, dtype=np.int64)}
+
+
+def xrd_points(config) -> int:
+    """Length L of the XRD patterns the featuriser writes for ``config`` (`feature_spec`'s 2-theta
+    range and step: 4250 for 5-90 deg at 0.02 deg)."""
+    spec = feature_spec(config)
+    return len(two_theta_grid(*spec.xrd_two_theta_range, spec.xrd_step))
+
+
+def xrd_tokens(config, encoder: dict, where: str, default_patch: int) -> dict:
+    """``encoder`` (`mmjax.nn.XrdTransformer` kwargs) with ``num_tokens`` derived from the XRD grid:
+    ``xrd_points(config) / patch_size``. The grid is declared once (``config.data.features``); a
+    grid that is not a whole number of patches, or a stated ``num_tokens`` that disagrees with it,
+    is a ValueError naming the keys (``where`` = the config section, e.g. "config.system.xrd")."""
+    spec = feature_spec(config)
+    points = xrd_points(config)
+    patch = int(encoder.get("patch_size", default_patch))
+    grid = (f"config.data.features: 2-theta {tuple(spec.xrd_two_theta_range)} deg, step {spec.xrd_step} deg "
+            f"-> {points} points")
+    if patch < 1 or points % patch:
+        raise ValueError(f"{where}.patch_size={patch} does not divide the XRD grid ({grid})")
+    tokens = points // patch
+    stated = encoder.get("num_tokens")
+    if stated is not None and int(stated) != tokens:
+        raise ValueError(f"{where}.num_tokens={stated} disagrees with the XRD grid ({grid} = {tokens} x {patch}); "
+                         f"leave num_tokens out (it is derived from the grid) or change the grid")
+    return {**encoder, "num_tokens": tokens}

@@ -25,6 +25,7 @@ import ml_collections
 import numpy as np
 
 from mmjax.data.features.elements import element_features
+from mmjax.data.spec import xrd_tokens
 from mmjax.nn import CGCNN, CrabNet, XrdTransformer
 from mmjax.nn.heads import CrabNetHead
 from mmjax.systems.common import MultimodalSystem, compute_dtype, config_dict, init_modality, modality_inputs
@@ -161,7 +162,8 @@ def make_crabnet(config: ml_collections.ConfigDict) -> UnimodalBaseline:
 
 def make_xrd_transformer(config: ml_collections.ConfigDict) -> UnimodalBaseline:
     """Factory: ``config.system.encoder`` = `XrdTransformer` kwargs; ``head_hidden``."""
-    enc = XrdTransformer(**_encoder_kwargs(config), dtype=compute_dtype(config))
+    kwargs = xrd_tokens(config, _encoder_kwargs(config), "config.system.encoder", XrdTransformer.patch_size)
+    enc = XrdTransformer(**kwargs, dtype=compute_dtype(config))
     return UnimodalBaseline("xrd_transformer", "xrd", enc, _outputs(config), _head_hidden(config), target_losses(config))
 
 

@@ -267,13 +267,14 @@ def make_xxact(config: ml_collections.ConfigDict) -> XxactSystem:
     """Factory: ``config.system.{composition, xrd, fusion}`` (module kwargs), ``mask_ratio``,
     ``temperature_init``, ``learnable_temperature``, ``task_sampling``, ``remat``;
     ``config.objective.terms``; ``config.data.targets``; ``config.train.compute_dtype``."""
-    from mmjax.data.spec import config_target_dims, config_targets
+    from mmjax.data.spec import config_target_dims, config_targets, xrd_tokens
 
     s = config.system
     dtype = compute_dtype(config)
     remat = bool(s.get("remat", False))
     comp = CrabNet(**_section(config, "composition"), use_cls_token=True, remat=remat, dtype=dtype)
-    xrd = XrdTransformer(**_section(config, "xrd"), remat=remat, dtype=dtype)
+    xrd_kwargs = xrd_tokens(config, _section(config, "xrd"), "config.system.xrd", XrdTransformer.patch_size)
+    xrd = XrdTransformer(**xrd_kwargs, remat=remat, dtype=dtype)
     fusion = CrossAttentionFusion(**_section(config, "fusion"), remat=remat, dtype=dtype)
     outputs = task_outputs(config_targets(config), dims=config_target_dims(config))
     net = XxactNet(comp, xrd, fusion, tuple(outputs.items()), xrd.patch_size,

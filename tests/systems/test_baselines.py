@@ -7,7 +7,7 @@ import optax
 import pytest
 
 from mmjax.systems import build_system
-from xxact_helpers import XRD_PATCH, XRD_TOKENS, first_batch, load_config, make_dataset
+from xxact_helpers import XRD_PATCH, XRD_TOKENS, first_batch, load_config, make_dataset, tiny_xrd_grid
 
 TINY = {
     "cgcnn": dict(atom_fea_len=8, n_conv=1, h_fea_len=8, element_table=""),
@@ -31,6 +31,7 @@ def tiny_config(name):
     if name == "crabnet":  # the MLP head + MSE form; the published head is tested in test_crabnet_published.py
         c.system.head, c.system.loss = "mlp", "mse"
     c.data.targets = ("y",)
+    tiny_xrd_grid(c)
     return c
 
 

@@ -21,6 +21,12 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 XRD_TOKENS, XRD_PATCH = 4, 8
 
 
+def tiny_xrd_grid(c) -> None:
+    """The config's XRD grid set to the fixtures' XRD_TOKENS * XRD_PATCH = 32 points (1 deg steps)."""
+    c.data.features.xrd_two_theta_range = (5.0, 5.0 + XRD_TOKENS * XRD_PATCH)
+    c.data.features.xrd_step = 1.0
+
+
 def load_config(name: str, arg: str | None = "small"):
     """``configs/<name>.py``'s get_config(arg)."""
     return importlib.import_module(f"configs.{name}").get_config(arg)
@@ -69,6 +75,7 @@ def tiny_xxact_config(terms: dict, targets=("y", "crystal_system", "space_group"
     c.system.xrd.update(dict(num_tokens=XRD_TOKENS, patch_size=XRD_PATCH, d_model=8, num_layers=1, num_heads=2,
                              mlp_dim=16, out_dim=16))
     c.system.fusion.update(dict(num_layers=1, d_model=16, num_heads=2, mlp_dim=16))
+    tiny_xrd_grid(c)
     c.system.mask_ratio = 0.25  # one of the 4 tokens
     c.data.targets = tuple(targets)
     c.objective.terms.update({k: 0.0 for k in c.objective.terms})
