@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mmjax.data import modalities as registry
 from mmjax.data.budgets import GraphBudget
 
 PyTree = Any
@@ -45,6 +46,7 @@ def estimate_nbytes(assembler, dataset) -> int:
     per_record = 1 + len(assembler.modalities)  # slot_valid, present
     per_record += sum(5 * int(np.prod(t[-1])) for t in assembler.targets)  # value + mask per component
     total = 0
+    dense = registry.dense_keys()
     for m in assembler.modalities:
         if m == "crystal":
             nodes, edges = dataset.graph_sizes()
@@ -55,9 +57,8 @@ def estimate_nbytes(assembler, dataset) -> int:
             per_record += 9 * assembler.max_elements
         elif m == "dos":
             per_record += 9 * len(assembler.dos_grid)
-        elif m in ("xrd", "text", "charge_density"):
-            key = {"text": "text_embedding"}.get(m, m)
-            per_record += 4 * int(np.prod(assembler.schema[key]["shape"]))
+        elif m in dense:
+            per_record += np.dtype(assembler.dense_dtype(m)).itemsize * int(np.prod(assembler.schema[dense[m]]["shape"]))
     return total + R * per_record
 
 
@@ -122,7 +123,6 @@ class DeviceStore:
             raise ValueError("a device store needs at least one record")
         whole = copy.copy(assembler)  # the same assembler, laid out as one device of R slots
         whole.n_dev, whole.slots = 1, R
-        graphs = None
         if "crystal" in assembler.modalities:
             nodes, edges = gather.dataset.graph_sizes()
             nodes, edges = np.asarray(nodes[:R], np.int64), np.asarray(edges[:R], np.int64)

@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from mmjax.data import modalities as registry
 from mmjax.data import schema as S
 from mmjax.data import store, store_writer
 from mmjax.data.material import Material, RecordError
@@ -62,6 +63,7 @@ class FeatureSpec:
     max_atomic_number: a material with an element beyond it is a bad record (set from the
         model's fixed element table, e.g. 100 for CGCNN's atom_init, so that no element is
         silently mapped onto another table row); None = no limit.
+    extra: registered dense modalities to compute (`mmjax.data.modalities.register`), by name.
     """
 
     graph: str | None = "cgcnn"
@@ -85,6 +87,7 @@ class FeatureSpec:
     text_robocrys: bool = True
     targets: tuple[str, ...] | None = None
     max_atomic_number: int | None = None
+    extra: tuple[str, ...] = ()
 
     def __post_init__(self):
         if self.graph is not None and self.graph not in GRAPH_KINDS:
@@ -100,6 +103,11 @@ class FeatureSpec:
             object.__setattr__(self, name, value)
         if self.targets is not None:
             object.__setattr__(self, "targets", tuple(str(t) for t in self.targets))
+        object.__setattr__(self, "extra", tuple(str(m) for m in self.extra))
+        unknown = [m for m in self.extra if registry.registered(m) is None]
+        if unknown:
+            raise ValueError(f"FeatureSpec.extra: {unknown} are not registered modalities "
+                             f"(known: {list(registry.known())}; mmjax.data.modalities.register)")
         if self.max_elements < 1:
             raise ValueError("FeatureSpec.max_elements must be >= 1")
 
@@ -112,7 +120,7 @@ class FeatureSpec:
         unknown = set(values) - known
         if unknown:
             raise ValueError(f"unknown FeatureSpec fields {sorted(unknown)}; known: {sorted(known)}")
-        for key in ("xrd_two_theta_range", "dos_range", "targets"):
+        for key in ("xrd_two_theta_range", "dos_range", "targets", "extra"):
             if isinstance(values.get(key), list):
                 values[key] = tuple(values[key])
         return cls(**values)
@@ -252,6 +260,14 @@ def featurize_material(material: Material, spec: FeatureSpec) -> dict:
         rec["charge_density"] = np.asarray(v, np.float32)
         if not np.isfinite(rec["charge_density"]).all():
             raise RecordError(rid, "charge density has non-finite values")
+    for name in spec.extra:
+        reg = registry.registered(name)
+        value = _run(rid, name, reg.featurize, material)
+        if value is not None:
+            value = np.asarray(value, reg.dtype)
+            if not np.isfinite(value).all():
+                raise RecordError(rid, f"{name} has non-finite values")
+            rec[reg.record_key] = value
     if spec.text:
         if material.text:
             rec["text/raw"], rec["text/source"] = str(material.text), str(material.text_source or "source")
@@ -353,11 +369,14 @@ def _featurize_chunk(spec: FeatureSpec, parse, chunk: list) -> list:
     return out
 
 
-def _worker_init() -> None:
+def _worker_init(modules: tuple[str, ...] = ()) -> None:
+    """Quiet warnings, one thread, and import ``modules`` (those that register the dense
+    modalities of this run: a spawned worker starts without them)."""
     import warnings
 
     warnings.filterwarnings("ignore")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    registry.import_modules(modules)
 
 
 def shard_range(n: int, shard_index: int, num_shards: int) -> tuple[int, int]:
@@ -375,7 +394,8 @@ def _results(items: list, spec, parse, num_workers: int, chunk_size: int, mp_con
             yield _featurize_chunk(spec, parse, chunk)
         return
     ctx = multiprocessing.get_context(mp_context)
-    with concurrent.futures.ProcessPoolExecutor(num_workers, mp_context=ctx, initializer=_worker_init) as pool:
+    with concurrent.futures.ProcessPoolExecutor(num_workers, mp_context=ctx, initializer=_worker_init,
+                                                initargs=(registry.worker_modules(),)) as pool:
         window = 4 * num_workers
         pending: list = []
         it = iter(chunks)

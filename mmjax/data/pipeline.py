@@ -24,6 +24,7 @@ from typing import Any, Sequence
 import jraph
 import numpy as np
 
+from mmjax.data import modalities as registry
 from mmjax.data import schema as S
 from mmjax.data.budgets import GraphBudget, budgets_from_manifest
 from mmjax.data.device_store import DeviceStore, estimate_nbytes
@@ -35,15 +36,9 @@ from mmjax.data.store import Dataset
 
 STATE_VERSION = 1
 
-# Batch modality -> the record key whose presence marks it.
-PRESENCE_KEYS = {
-    "crystal": "crystal/atomic_numbers",
-    "composition": "composition/atomic_numbers",
-    "xrd": "xrd",
-    "text": "text_embedding",
-    "dos": "dos/densities",
-    "charge_density": "charge_density",
-}
+# Batch modality -> the record key whose presence marks it (built-in modalities; registered ones:
+# `mmjax.data.registry.presence_key`).
+PRESENCE_KEYS = registry.BUILTIN_PRESENCE
 _OPTIONAL_EDGE_KEYS = S.OPTIONAL_EDGE_KEYS
 
 
@@ -117,12 +112,18 @@ class BatchAssembler:
             elif m == "dos":
                 keys += ["dos/densities", "dos/mask"]
             else:
-                keys.append(PRESENCE_KEYS[m])
+                keys.append(registry.presence_key(m))
         keys += [t[1] for t in self.targets if t[1] is not None]
         return keys
 
     def _dense_shape(self, key: str) -> tuple:
         return tuple(self.schema[key]["shape"])
+
+    @staticmethod
+    def dense_dtype(modality: str):
+        """Batch dtype of a dense modality (float32 unless a registered one declares another)."""
+        reg = registry.registered(modality)
+        return np.float32 if reg is None else reg.dtype
 
     def assemble_indices(self, gather: ColumnGather, groups: list[list[int]]) -> dict:
         """The Batch of the records ``groups[d]`` (dataset indices) on each device d, read
@@ -151,7 +152,7 @@ class BatchAssembler:
             return cache[key]
 
         for m in self.modalities:
-            key = PRESENCE_KEYS[m]
+            key = registry.presence_key(m)
             pres = batch["present"][m] = np.zeros((D, B), bool)
             pres[dev, slot] = (ragged(key) if key in ("crystal/atomic_numbers", "composition/atomic_numbers")
                                else fixed(key))[0]
@@ -172,9 +173,9 @@ class BatchAssembler:
             cf[rows_d, rows_s, cols] = frac
             cm[rows_d, rows_s, cols] = True
             batch["composition"] = {"atomic_numbers": cz, "fractions": cf, "mask": cm}
-        for m, key in (("xrd", "xrd"), ("text", "text_embedding"), ("charge_density", "charge_density")):
+        for m, key in registry.dense_keys().items():
             if m in self.modalities:
-                out = np.zeros((D, B, *self._dense_shape(key)), np.float32)
+                out = np.zeros((D, B, *self._dense_shape(key)), self.dense_dtype(m))
                 out[dev, slot] = fixed(key)[1]
                 batch[m] = out
         if "dos" in self.modalities:
@@ -406,7 +407,7 @@ def make_batches(
     if n_dev < 1 or batch_size < 1 or batch_size % n_dev:
         raise ValueError(f"batch_size {batch_size} must be a positive multiple of the {n_dev} devices")
     m = dataset.manifest
-    available = [mod for mod in S.MODALITIES if PRESENCE_KEYS[mod] in m.schema]
+    available = [mod for mod in registry.known() if registry.presence_key(mod) in m.schema]
     if modalities is None:
         modalities = available
     missing = [mod for mod in modalities if mod not in available]

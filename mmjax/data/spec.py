@@ -11,8 +11,7 @@ import numpy as np
 from mmjax.data.featurize import FeatureSpec
 from mmjax.data.features.elements import element_features
 from mmjax.data.features.xrd import two_theta_grid
-from mmjax.data.pipeline import PRESENCE_KEYS
-from mmjax.data.schema import MODALITIES
+from mmjax.data import modalities as registry
 from mmjax.data.splits import random_split
 
 # Class labels as stored ("label/<name>") -> offset subtracted in Batches, so classification
@@ -114,13 +113,17 @@ def feature_spec(config) -> "FeatureSpec":
     """
 
     mods = config_modalities(config) or ("crystal", "composition", "xrd")
+    unknown = [m for m in mods if m not in registry.known()]
+    if unknown:
+        raise ValueError(f"config.data.modalities: unknown modality {', '.join(map(repr, unknown))}; known: "
+                         f"{list(registry.known())} (a new one: mmjax.data.modalities.register)")
     f = config_option(config.data, "features", None)
     f = f.to_dict() if f is not None else {}
     kw = dict(
         graph=(f.get("graph") or "cgcnn") if "crystal" in mods else None,
         xrd="xrd" in mods, composition="composition" in mods, symmetry=True,
         dos="dos" in mods, charge_density="charge_density" in mods, text="text" in mods,
-        targets=None,
+        targets=None, extra=tuple(m for m in mods if registry.registered(m) is not None),
     )
     for key in ("cutoff", "max_neighbors", "xrd_sigma", "xrd_step", "max_elements", "symprec", "dos_length"):
         if f.get(key) not in (None, 0, 0.0):  # 0 = the featuriser's default
@@ -141,7 +144,7 @@ def feature_spec(config) -> "FeatureSpec":
 def stored_modalities(dataset) -> tuple[str, ...]:
     """Batch modalities the stored dataset has."""
 
-    return tuple(m for m in MODALITIES if PRESENCE_KEYS[m] in dataset.manifest.schema)
+    return tuple(m for m in registry.known() if registry.presence_key(m) in dataset.manifest.schema)
 
 
 def check_modalities(dataset, wanted: Sequence[str], what: str) -> None:

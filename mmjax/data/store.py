@@ -40,7 +40,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from mmjax.data.material import RecordError
-from mmjax.data.store_statistics import SCALE_KEYS, column_moments, update_statistics
+from mmjax.data.store_statistics import column_moments, scaled, update_statistics
 
 
 FORMAT_VERSION = 1
@@ -453,7 +453,7 @@ class Dataset:
                 else:
                     block = np.where(p.reshape(-1, *[1] * (arr.ndim - 1)), arr[lo:hi], 0).astype(arr.dtype)
                     np.save(chunk.folder / f"{stem}.npy", block)
-                    if name in SCALE_KEYS:
+                    if scaled(name):
                         moments = column_moments(block[p])
             f.setdefault("moments", {}).pop(name, None)
             if moments is not None:

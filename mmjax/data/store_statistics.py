@@ -4,19 +4,28 @@ statistics, padding statistics (graph and composition sizes with percentiles).""
 
 from __future__ import annotations
 
-
 import numpy as np
 
+from mmjax.data import modalities as registry
 
 PERCENTILES = (50.0, 75.0, 90.0, 95.0, 99.0, 99.9, 100.0)
 # Float columns whose value moments (count, sum, sum of squares, min, max) are kept per chunk.
-SCALE_KEYS = ("xrd", "dos/densities", "charge_density", "text_embedding")
+SCALE_KEYS = ("xrd", "dos/densities", "charge_density", "text_embedding")  # built-in; see scaled()
+
+
+def scaled(key: str) -> bool:
+    """Whether the store records the value moments of record ``key`` (the built-in
+    `SCALE_KEYS` and those of registered dense modalities, `mmjax.data.modalities`)."""
+    return key in SCALE_KEYS or key in registry.scale_keys()
 
 
 def modality_of(key: str) -> str:
     """Modality name (a ``Batch["present"]`` key, or 'target'/'label'/'text_raw') of a record key."""
     if key == "text_embedding":
         return "text"
+    for name, record_key in registry.dense_keys().items():
+        if key == record_key:
+            return name
     if key.startswith("text/"):
         return "text_raw"
     return key.split("/", 1)[0]
@@ -77,7 +86,7 @@ def update_statistics(ds) -> None:
             v = np.asarray(values)[present]
             size = 231 if key == "label/space_group" else int(v.max(initial=0)) + 1
             labels[key.split("/", 1)[1]] = {"count": int(v.size), "histogram": np.bincount(v, minlength=size).tolist()}
-    for key in SCALE_KEYS:
+    for key in SCALE_KEYS + registry.scale_keys():
         parts = [f.get("moments", {}).get(key) for f in manifest.files]
         parts = [p for p in parts if p and p["count"]]
         if parts:

@@ -15,7 +15,7 @@ import numpy as np
 from mmjax.data.material import RecordError
 from mmjax.data.store import (DTYPES, MANIFEST, STRING_KEYS, Dataset, Manifest, column_entry, file_stem,
                               provenance)
-from mmjax.data.store_statistics import SCALE_KEYS, column_moments, update_statistics
+from mmjax.data.store_statistics import column_moments, scaled, update_statistics
 
 
 def coerce_value(record_id: str, key: str, value: Any, entry: dict | None) -> Any:
@@ -74,7 +74,7 @@ def write_chunk(root: pathlib.Path, name: str, ids: Sequence[str], records: Sequ
                 if key in r:
                     out[i] = r[key]
             np.save(folder / f"{stem}.npy", out)
-            if key in SCALE_KEYS:
+            if scaled(key):
                 vals = out[present]
                 if key == "dos/densities" and "dos/mask" in schema:
                     mask = np.stack([r["dos/mask"] for r in records if key in r])

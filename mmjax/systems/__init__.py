@@ -36,6 +36,7 @@ SYSTEMS: dict[str, Callable] = {
     "cgcnn": _lazy("baselines", "make_cgcnn"),
     "crabnet": _lazy("baselines", "make_crabnet"),
     "xrd_transformer": _lazy("baselines", "make_xrd_transformer"),
+    "dense_mlp": _lazy("baselines", "make_dense_mlp"),
     "xmopa": _lazy("xmopa", "make_system"),
     "multimat": _lazy("multimat", "make_system"),
     "matbind": _lazy("matbind", "make_system"),

@@ -7,6 +7,8 @@
   head widths; its aleatoric uncertainty output and RobustL1 loss are not reproduced: MSE here).
 * ``xrd_transformer``: XRD -> `mmjax.nn.XrdTransformer` (the XxaCT-NN XRD encoder: 17 tokens x 250,
   512-d, 3 layers, 4 heads, FFN 1024, [CLS] output) -> linear head per target.
+* ``dense_mlp``: any dense modality (``config.system.modality``: xrd, text, charge_density or a
+  registered one) -> the encoder ``config.system.encoder.name`` (an MLP by default) -> heads.
 
 Loss: `mmjax.systems.supervised.supervised_loss` (MSE on regression targets as batched, i.e.
 normalised; cross-entropy on 0-based class indices; mean over targets with labels in the batch).
@@ -24,9 +26,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from mmjax.data import modalities
 from mmjax.data.features.elements import element_features
 from mmjax.data.spec import xrd_tokens
-from mmjax.nn import CGCNN, CrabNet, XrdTransformer
+from mmjax.nn import CGCNN, CrabNet, XrdTransformer, make_encoder
 from mmjax.nn.heads import CrabNetHead
 from mmjax.systems.common import MultimodalSystem, compute_dtype, config_dict, init_modality, modality_inputs
 from mmjax.systems.supervised import is_regression, output_kind, supervised_loss
@@ -167,5 +170,20 @@ def make_xrd_transformer(config: ml_collections.ConfigDict) -> UnimodalBaseline:
     return UnimodalBaseline("xrd_transformer", "xrd", enc, _outputs(config), _head_hidden(config), target_losses(config))
 
 
+def make_dense_mlp(config: ml_collections.ConfigDict) -> UnimodalBaseline:
+    """Factory: ``config.system.modality`` (any dense modality, built-in or registered with
+    `mmjax.data.modalities.register`), ``config.system.encoder`` = ``{"name": <mmjax.nn.ENCODERS
+    key or PAPER_CONFIGS key taking one [N, ...] array>, **kwargs}`` (default ``text_mlp``, an
+    MLP); ``head_hidden``."""
+    modality = str(config.system.get("modality", "") or "")
+    dense = modalities.dense_keys()
+    if modality not in dense:
+        raise ValueError(f"config.system.modality={modality!r}: dense_mlp reads a dense modality, one of "
+                         f"{sorted(dense)} (or one registered with mmjax.data.modalities.register)")
+    kw = _encoder_kwargs(config)
+    enc = make_encoder(kw.pop("name", "text_mlp"), **kw, dtype=compute_dtype(config))
+    return UnimodalBaseline("dense_mlp", modality, enc, _outputs(config), _head_hidden(config), target_losses(config))
+
+
 BASELINES.update(cgcnn=("crystal", make_cgcnn), crabnet=("composition", make_crabnet),
-                 xrd_transformer=("xrd", make_xrd_transformer))
+                 xrd_transformer=("xrd", make_xrd_transformer), dense_mlp=("<config.system.modality>", make_dense_mlp))
