@@ -97,7 +97,8 @@ def featurise_task(task: str, cache: pathlib.Path, limit: dict | None = None, ma
     """Stored dataset of the three splits (ids "<split>-<row:05d>", target "target"); cached
     (the cache folder is keyed on ``max_elements``, so a different padding never reuses it)."""
     from mmjax.data import store
-    from mmjax.data.featurize import FeatureSpec, featurize_dataset
+    from mmjax.data.featurize import featurize_dataset
+    from mmjax.data.spec import FeatureSpec
     from mmjax.data.sources.csv import read_csv
 
     if (cache / store.MANIFEST).exists():

@@ -144,7 +144,7 @@ def fold_structure_ids(mbid_of: dict[str, str], training_mbids) -> list[str]:
 
 def default_spec(modalities: tuple[str, ...]):
     """Feature settings of the ``scratch`` protocol: CGCNN graphs 8 Å x 12 (+ XRD / composition)."""
-    from mmjax.data.featurize import FeatureSpec
+    from mmjax.data.spec import FeatureSpec
 
     return FeatureSpec(graph="cgcnn" if "crystal" in modalities else None, cutoff=8.0, max_neighbors=12,
                        xrd="xrd" in modalities, composition="composition" in modalities, symmetry=False,

@@ -40,7 +40,8 @@ def load_items(data: pathlib.Path, limit: int | None):
 
 
 def bench_featurize(items, out: pathlib.Path, workers: int) -> float:
-    from mmjax.data.featurize import FeatureSpec, featurize_dataset, material_from_text
+    from mmjax.data.featurize import featurize_dataset, material_from_text
+    from mmjax.data.spec import FeatureSpec
 
     spec = FeatureSpec(graph="cgcnn", xrd=True, composition=True, symmetry=True, targets=("heat_all", "dir_gap"))
     t0 = time.perf_counter()

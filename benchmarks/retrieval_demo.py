@@ -253,7 +253,7 @@ def perovskite_items(n: int | None, seed: int = 0) -> list[tuple[str, str]]:
 def perovskite_spec():
     """FeatureSpec of the perovskite demo: MatBind's graph and pXRD settings, composition,
     symmetry labels, template text (robocrys is ~1 s per structure)."""
-    from mmjax.data.featurize import FeatureSpec
+    from mmjax.data.spec import FeatureSpec
 
     return FeatureSpec(graph="cgcnn", cutoff=8.0, max_neighbors=12, xrd=True, xrd_two_theta_range=(0.0, 128.0),
                        xrd_step=1.0, xrd_sigma=0.5, composition=True, symmetry=True, dos=False,

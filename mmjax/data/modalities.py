@@ -10,7 +10,7 @@ A new dense modality is one module that calls `register` with a `DenseModality`:
     register(DenseModality("toy", record_key="toy", featurize=toy_features))
 
 after which it can be named in ``config.data.modalities``: the featuriser computes it
-(``FeatureSpec.extra``), the store writes it, its per-dimension statistics are recorded, the
+(``FeatureSpec.extra``), the store writes it, its value statistics are recorded, the
 batch assembler, the device store and `mmjax.systems.common.modality_inputs` carry it, and the
 ``dense_mlp`` baseline (or any system whose encoder takes a ``[N, ...]`` array) trains on it.
 Spawned featurisation workers import the module of each registered modality before they start.
@@ -49,7 +49,7 @@ class DenseModality:
         material lacks it. An exception, or a non-finite value, makes the material a bad record
         naming this modality; the array's shape must be the same for every material.
     dtype: the stored and batched dtype (float32).
-    scale: record per-dimension statistics (``store_statistics``).
+    scale: record its value moments (``store_statistics``).
     module: the module that registers it (imported by spawned workers); default: featurize's.
     """
 

@@ -1,23 +1,132 @@
 """What a config asks of the data, resolved without the training engine: modalities, targets,
-the `FeatureSpec` to featurise with, and the train / eval / test split (used by `mmjax.systems`,
+the `FeatureSpec` to featurise with (defined here), and the train / eval / test split (used by `mmjax.systems`,
 `mmjax.data.cache` and `mmjax.train.data`; `mmjax.data` never imports `mmjax.train`)."""
 
 from __future__ import annotations
 
-from typing import Sequence
+import dataclasses
+from typing import Any, Sequence
 
 import numpy as np
 
-from mmjax.data.featurize import FeatureSpec
+from mmjax.data import modalities as registry
+from mmjax.data import schema as S
+from mmjax.data.features.dos import dos_energy_grid
 from mmjax.data.features.elements import element_features
 from mmjax.data.features.xrd import two_theta_grid
-from mmjax.data import modalities as registry
 from mmjax.data.splits import random_split
 
 # Class labels as stored ("label/<name>") -> offset subtracted in Batches, so classification
 # targets in a Batch are 0-based class indices (space group 1..230 -> 0..229).
 CLASS_LABEL_OFFSETS = {"space_group": 1, "crystal_system": 0}
 SPLITS = ("train", "eval", "test", "all")
+
+
+GRAPH_KINDS = {"cgcnn": (8.0, 12), "potnet": (4.0, 16)}
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureSpec:
+    """Which modalities to compute and how (one spec per stored dataset; saved in its manifest).
+
+    graph: crystal graph kind, "cgcnn" (neighbour graph, default 8 Å x 12), "potnet" (4 Å x 16
+        local edges + infinite potential edges) or None (no crystal graph).
+    cutoff (Å) / max_neighbors: None = the kind's default.
+    xrd: powder pattern on ``xrd_two_theta_range`` (degrees 2θ, end excluded) at ``xrd_step``
+        degrees, Gaussian σ ``xrd_sigma`` degrees.
+    composition: element indices + fractions; a material with more than ``max_elements``
+        distinct elements is a bad record.
+    symmetry: space group / crystal system labels at ``symprec`` (Å).
+    dos: DOS (when the material has one) resampled to ``dos_length`` points on the
+        Fermi-shifted grid ``dos_range`` (eV).
+    charge_density: voxel grid (when the material has one) resampled to ``charge_density_size``³.
+    text: store the raw description ("text/raw", "text/source"); the material's own text, or
+        ``describe_structure`` when it has none and ``describe_missing_text`` (robocrys when
+        ``text_robocrys``, about 0.5-1.5 s per structure, else the fast template).
+    targets: names of ``Material.targets`` to store as "target/<name>" (float32 [] or [d] for a
+        vector target; no key when the material has no label, `target_value`);
+        None stores every target a material has.
+    max_atomic_number: a material with an element beyond it is a bad record (set from the
+        model's fixed element table, e.g. 100 for CGCNN's atom_init, so that no element is
+        silently mapped onto another table row); None = no limit.
+    extra: registered dense modalities to compute (`mmjax.data.modalities.register`), by name.
+    """
+
+    graph: str | None = "cgcnn"
+    cutoff: float | None = None
+    max_neighbors: int | None = None
+    xrd: bool = True
+    xrd_two_theta_range: tuple[float, float] = S.XRD_TWO_THETA_RANGE
+    xrd_step: float = S.XRD_STEP
+    xrd_sigma: float = 0.1
+    composition: bool = True
+    max_elements: int = S.MAX_ELEMENTS
+    symmetry: bool = True
+    symprec: float = 0.1
+    dos: bool = True
+    dos_length: int = S.DOS_LENGTH
+    dos_range: tuple[float, float] = (-10.0, 10.0)
+    charge_density: bool = True
+    charge_density_size: int = S.DENSITY_GRID
+    text: bool = False
+    describe_missing_text: bool = True
+    text_robocrys: bool = True
+    targets: tuple[str, ...] | None = None
+    max_atomic_number: int | None = None
+    extra: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if self.graph is not None and self.graph not in GRAPH_KINDS:
+            raise ValueError(f"FeatureSpec.graph must be one of {sorted(GRAPH_KINDS)} or None, got {self.graph!r}")
+        if self.graph is not None:
+            cutoff, k = GRAPH_KINDS[self.graph]
+            object.__setattr__(self, "cutoff", float(cutoff if self.cutoff is None else self.cutoff))
+            object.__setattr__(self, "max_neighbors", int(k if self.max_neighbors is None else self.max_neighbors))
+        for name in ("xrd_two_theta_range", "dos_range"):
+            value = tuple(float(v) for v in getattr(self, name))
+            if len(value) != 2 or not value[0] < value[1]:
+                raise ValueError(f"FeatureSpec.{name} must be (low, high) with low < high, got {value}")
+            object.__setattr__(self, name, value)
+        if self.targets is not None:
+            object.__setattr__(self, "targets", tuple(str(t) for t in self.targets))
+        object.__setattr__(self, "extra", tuple(str(m) for m in self.extra))
+        unknown = [m for m in self.extra if registry.registered(m) is None]
+        if unknown:
+            raise ValueError(f"FeatureSpec.extra: {unknown} are not registered modalities "
+                             f"(known: {list(registry.known())}; mmjax.data.modalities.register)")
+        if self.max_elements < 1:
+            raise ValueError("FeatureSpec.max_elements must be >= 1")
+
+    @classmethod
+    def from_config(cls, config: Any = None, **overrides) -> "FeatureSpec":
+        """Build from an ``ml_collections.ConfigDict`` / dict (same field names) plus overrides."""
+        values = dict(config.to_dict() if hasattr(config, "to_dict") else (config or {}))
+        values.update(overrides)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown FeatureSpec fields {sorted(unknown)}; known: {sorted(known)}")
+        for key in ("xrd_two_theta_range", "dos_range", "targets", "extra"):
+            if isinstance(values.get(key), list):
+                values[key] = tuple(values[key])
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        """JSON-able dict (tuples become lists)."""
+        return json_ready(dataclasses.asdict(self))
+
+    @property
+    def dos_grid(self) -> np.ndarray:
+        """float32 [dos_length] Fermi-shifted energies (eV) every stored DOS is resampled onto."""
+        return np.asarray(dos_energy_grid(self.dos_length, *self.dos_range), np.float32)
+
+
+def json_ready(value):
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    return value
 
 
 def config_targets(config) -> tuple[str, ...]:

@@ -9,8 +9,8 @@ import pytest
 from pymatgen.core import Composition, Lattice, Structure
 
 from mmjax.data import store, store_writer
-from mmjax.data.featurize import (FeatureSpec, featurize_dataset, featurize_material, material_from_text,
-                                  shard_range)
+from mmjax.data.featurize import featurize_dataset, featurize_material, material_from_text, shard_range
+from mmjax.data.spec import FeatureSpec
 from mmjax.data.features.graph import neighbor_graph
 from mmjax.data.material import DOS, Material, RecordError
 

@@ -16,11 +16,11 @@ import cell_modality  # noqa: E402  (registers "cell")
 
 from mmjax.config_file import load_config  # noqa: E402
 from mmjax.data import modalities  # noqa: E402
-from mmjax.data.featurize import FeatureSpec, featurize_dataset, featurize_material  # noqa: E402
+from mmjax.data.featurize import featurize_dataset, featurize_material  # noqa: E402
 from mmjax.data.device_store import estimate_nbytes  # noqa: E402
 from mmjax.data.pipeline import make_batches  # noqa: E402
 from mmjax.data.sources.prototypes import generate_one  # noqa: E402
-from mmjax.data.spec import feature_spec  # noqa: E402
+from mmjax.data.spec import FeatureSpec, feature_spec  # noqa: E402
 from mmjax.data.store import Dataset  # noqa: E402
 from mmjax.train import mesh as mesh_lib  # noqa: E402
 from mmjax.train.modes import run_train  # noqa: E402
