@@ -25,6 +25,8 @@ import itertools
 
 import numpy as np
 
+from mmjax.train.outputs import collect_outputs
+
 COLLAPSE_FRACTION = 0.1
 
 
@@ -87,3 +89,38 @@ def collapse_warnings(health: dict[str, float]) -> list[str]:
         if why:
             lines.append(f"representation collapse in {name!r}: " + "; ".join(why))
     return lines
+
+
+# ----------------------------------------------------------------------------------------------
+# the training loop's hook
+
+
+def wanted(config) -> bool:
+    """``train.health``: "on", "off", or "auto" = on for label-free runs (no ``data.targets``)."""
+    mode = str(config.train.get("health", "auto"))
+    if mode not in ("auto", "on", "off"):
+        raise ValueError(f"config.train.health={mode!r}: expected 'auto', 'on' or 'off'")
+    if mode == "auto":
+        data = config.get("data", None)
+        return data is not None and "targets" in data and not tuple(data.targets)
+    return mode == "on"
+
+
+def write(system, params, params_shardings, mesh, eval_iter_fn, writer, step: int, batches: int,
+          log=print) -> bool:
+    """Representation health (`embedding_health`) of ``system.embed`` on the first ``batches``
+    eval batches, written with the eval metrics; collapse warnings go to ``log``. Returns False
+    when the system cannot embed (the check is then off for the run)."""
+    try:
+        out = collect_outputs(system.embed, params, params_shardings, mesh,
+                              itertools.islice(eval_iter_fn(), max(1, batches)))
+    except NotImplementedError:
+        return False
+    emb = {k: v for k, v in out.items() if k != "ids" and np.asarray(v).ndim == 2
+           and np.issubdtype(np.asarray(v).dtype, np.floating)}
+    health = embedding_health(emb)
+    if health:
+        writer.write(step, health)
+        for line in collapse_warnings(health):
+            log(f"warning (step {step}): {line}")
+    return True

@@ -22,7 +22,7 @@ import ml_collections
 import numpy as np
 
 from mmjax.train import mesh as mesh_lib
-from mmjax.train import compile_cache
+from mmjax.train import compile_cache, health
 from mmjax.train.workdir_lock import WorkdirLock
 from mmjax.train.checkpoint import Checkpointer, load_params
 from mmjax.train.config import RESUME_IGNORED_KEYS
@@ -198,41 +198,6 @@ def preflight_memory(system, eng: dict, config):
     return mem
 
 
-def health_wanted(config) -> bool:
-    """``train.health``: "on", "off", or "auto" = on for label-free runs (no ``data.targets``)."""
-    mode = str(config.train.get("health", "auto"))
-    if mode not in ("auto", "on", "off"):
-        raise ValueError(f"config.train.health={mode!r}: expected 'auto', 'on' or 'off'")
-    if mode == "auto":
-        data = config.get("data", None)
-        return data is not None and "targets" in data and not tuple(data.targets)
-    return mode == "on"
-
-
-def write_health(system, params, params_shardings, mesh, eval_iter_fn, writer, step: int, batches: int) -> bool:
-    """Representation health (`mmjax.train.health`) of ``system.embed`` on the first ``batches``
-    eval batches, written with the eval metrics; collapse warnings printed. Returns False when the
-    system cannot embed (the check is then off for the run)."""
-    import itertools
-
-    from mmjax.train.health import collapse_warnings, embedding_health
-    from mmjax.train.outputs import collect_outputs
-
-    try:
-        out = collect_outputs(system.embed, params, params_shardings, mesh,
-                              itertools.islice(eval_iter_fn(), max(1, batches)))
-    except NotImplementedError:
-        return False
-    emb = {k: v for k, v in out.items() if k != "ids" and np.asarray(v).ndim == 2
-           and np.issubdtype(np.asarray(v).dtype, np.floating)}
-    health = embedding_health(emb)
-    if health:
-        writer.write(step, health)
-        for line in collapse_warnings(health):
-            _info(f"warning (step {step}): {line}")
-    return True
-
-
 def _last_checkpoint(ckpt) -> str:
     step = ckpt.latest_step()
     return f"last checkpoint: step {step} in {ckpt.directory}" if step is not None else "no checkpoint was written yet"
@@ -359,7 +324,7 @@ def _train_locked(system, config, workdir, train_iter, eval_iter_fn, mesh):
     last_train: dict[str, float] = {}
     last_eval: dict[str, float] = {}
     loss_ref = None  # the first logged train loss of this process (the divergence check's scale)
-    health_on = eval_step is not None and health_wanted(config)
+    health_on = eval_step is not None and health.wanted(config)
     since_rate = 0
 
     # Batches are read and put on the devices `data.prefetch` steps ahead by a thread; the state
@@ -413,8 +378,8 @@ def _train_locked(system, config, workdir, train_iter, eval_iter_fn, mesh):
                 eval_metrics = last_eval = evaluate(eval_step, state.params, eval_iter_fn(), mesh, eval_rng)
                 writer.write(step, last_eval)
                 if health_on:
-                    health_on = write_health(system, state.params, shardings.params, mesh, eval_iter_fn, writer, step,
-                                             int(tc.get("health_batches", 4)))
+                    health_on = health.write(system, state.params, shardings.params, mesh, eval_iter_fn, writer, step,
+                                             int(tc.get("health_batches", 4)), log=_info)
                 bm = config.checkpoint.best_metric
                 if bm and bm in last_eval:
                     better = (best is None or (last_eval[bm] < best["value"] if config.checkpoint.best_mode == "min"
