@@ -400,7 +400,10 @@ def pretrain(protocol: str, config, args, n_devices: int, *, keep: list[str] | N
     cfg = pretraining_config(config, source=str(source), steps=steps, batch_size=batch, n_devices=n_devices,
                              data_dir=str(ROOT / "runs" / "bench_cache" / "perovskites_all"), lr=lr,
                              workers=args.workers)
-    if not train and not args.control:
+    if args.control:
+        print(f"\n== featurising the {n_structures} structures of {source.name} (the supervised stage's store; "
+              "--control: nothing is pretrained)")
+    elif not train:
         print(f"\n== featurising the {n_structures} structures of {source.name} (the supervised stage's store; "
               "pretraining runs per fold on each fold's training structures)")
     else:
@@ -677,7 +680,7 @@ def _main(argv=None) -> int:
     rows.append({"fold": "std", "MAE ours": s["mae"]["std"]})
     print("\n" + format_table(rows))
     lb = reported(table="matbench_v0.1_leaderboard", task=TASK)
-    print(f"\nreported (Matbench v0.1 leaderboard, all 18,928 rows, mean ± std over 5 folds, eV/unit cell):")
+    print("\nreported (Matbench v0.1 leaderboard, all 18,928 rows, mean ± std over 5 folds, eV/unit cell):")
     print(format_table([{"model": r.model, "MAE": r.value, "std": r.std} for r in lb]))
     paper = reported(table="xmopa_table1", task=TASK, model="X-MoPA") if protocol == "xmopa" else []
     for r in paper:
