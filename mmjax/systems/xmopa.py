@@ -110,8 +110,9 @@ def make_system(config: ml_collections.ConfigDict) -> XMoPA:
     encoders = {
         "crystal": make_encoder("xmopa_crystal", small, **{"element_features": table, "dtype": dtype,
                                                            **common.encoder_overrides(s, "crystal")}),
-        # linear projection of the frozen [CLS] embedding (150-d; 16-d when small)
-        "text": make_encoder("xmopa_text", False, **{"out_dim": 16 if small else 150, "dtype": dtype,
+        # linear projection of the frozen [CLS] embedding to system.text_dim (150; 16 in :small)
+        "text": make_encoder("xmopa_text", False, **{"out_dim": int(s.get("text_dim", 16 if small else 150)),
+                                                     "dtype": dtype,
                                                      **common.encoder_overrides(s, "text")}),
         "xrd": make_encoder("xmopa_xrd", small, **{"dtype": dtype, **common.encoder_overrides(s, "xrd")}),
     }
@@ -138,6 +139,7 @@ def system_config(small: bool = False) -> ml_collections.ConfigDict:
         small=small,
         element_features="cgcnn92",
         latent_dim=32 if small else 150,
+        text_dim=16 if small else 150,
         predictor_hidden=(32,) if small else (256,),
         predictor_activation="gelu",
         sample_target=True,

@@ -122,3 +122,17 @@ def test_vicreg_std_hinge_option(setup):
     l_var = np.mean([float(vicreg(z[m], mask=masks[m])) for m in MODS])
     np.testing.assert_allclose(float(metrics["vicreg"]), l_std, rtol=1e-5)
     assert abs(l_std - l_var) > 1e-3  # the two hinges differ on these latents
+
+
+def test_text_width_is_a_config_key(setup):
+    """``system.text_dim`` sets the [CLS] projection's width (the text encoder's output);
+    ``head_source="encoder"`` heads read the encoder outputs (crystal 16 + text 24 + xrd 16 in the
+    small sizes), ``"latent"`` the three projected latents (3 x 32)."""
+    _, _, batch, _, _ = setup
+    shapes = {}
+    for source in ("encoder", "latent"):
+        system = xmopa.make_system(_config(text_dim=24, stage="finetune", targets={"gap": 1}, head_source=source))
+        shapes[source] = jax.eval_shape(system.init, jax.random.PRNGKey(0), batch)
+    assert shapes["encoder"]["encoder_text"]["fc_0"]["kernel"].shape[-1] == 24
+    assert shapes["encoder"]["head"]["head_gap"]["fc_0"]["kernel"].shape[0] == 16 + 24 + 16
+    assert shapes["latent"]["head"]["head_gap"]["fc_0"]["kernel"].shape[0] == 3 * 32
