@@ -139,12 +139,17 @@ class ArrayBatches:
 
 
 def train_contrastive(system, config, batches: Iterator[dict], *, mesh=None, log: Callable[[str], None] | None = None,
-                      log_every: int = 100) -> tuple[Any, list[dict]]:
+                      log_every: int = 100, validate: Callable[[Any], float] | None = None,
+                      eval_every: int = 0, patience: int = 0) -> tuple[Any, list[dict]]:
     """``config.train.steps`` updates of ``system.loss`` (pretraining stage) with the library engine
     (`build_engine`, `init_state`, `make_train_step`: AdamW of ``config.optim``, donated state).
 
     batches: endless host Batches. Returns (parameters on the host, history: one dict per
     ``log_every`` steps with ``step`` and the mean ``loss`` (and system metrics) since the last row).
+    validate: ``host params -> score`` (higher is better, e.g. a validation recall), called every
+    ``eval_every`` steps and at the end; the parameters returned are those of the best score
+    (history rows get ``val``), and training stops after ``patience`` evaluations without a new
+    best (0 = never). None = the last parameters.
     Raises FloatingPointError naming the step when the loss or a gradient turned NaN/Inf.
     """
     import jax
@@ -160,24 +165,41 @@ def train_contrastive(system, config, batches: Iterator[dict], *, mesh=None, log
     state = init_state(system, eng["tx"], eng["rng"], eng["example"], eng["shardings"])
     step = make_train_step(system, eng["tx"], eng["schedule"], eng["shardings"], mesh)
     steps, history, pending, window = int(config.train.steps), [], [example], []
+    best, best_score, since_best = None, -np.inf, 0
     t0 = time.perf_counter()
     for i in range(1, steps + 1):
         batch = pending.pop() if pending else next(batches)
         state, metrics = step(state, mesh_lib.host_to_global(batch, mesh))
         window.append(metrics)
-        if i % log_every == 0 or i == steps:
+        evaluate = validate is not None and ((eval_every > 0 and i % eval_every == 0) or i == steps)
+        if i % log_every == 0 or i == steps or evaluate:
             fetched = jax.device_get(window)
             row = {"step": i, **{k: float(np.mean([w[k] for w in fetched])) for k in fetched[0]
                                  if not k.startswith("present/") and k not in ("bad_step", "lr")}}
+            if evaluate:
+                bad = int(jax.device_get(state.bad_step))
+                if bad >= 0:
+                    raise FloatingPointError(f"loss or gradient became NaN/Inf at step {bad}")
+                host = jax.device_get(state.params)
+                row["val"] = float(validate(host))
+                if row["val"] > best_score:
+                    best, best_score, since_best, row["val_best"] = host, row["val"], 0, True
+                else:
+                    since_best += 1
             row["wall_s"] = round(time.perf_counter() - t0, 1)
             history.append(row)
             window = []
             if log is not None:
-                log(f"  step {i:6d}  loss {row['loss']:.4f}  ({row['wall_s']:.0f} s)")
+                val = f"  val {row['val']:.4f}{' *' if row.get('val_best') else ''}" if "val" in row else ""
+                log(f"  step {i:6d}  loss {row['loss']:.4f}{val}  ({row['wall_s']:.0f} s)")
+            if evaluate and patience and since_best >= patience:
+                if log is not None:
+                    log(f"  stopped at step {i}: {patience} evaluations without a better validation score")
+                break
     bad = int(jax.device_get(state.bad_step))
     if bad >= 0:
         raise FloatingPointError(f"loss or gradient became NaN/Inf at step {bad}")
-    return jax.device_get(state.params), history
+    return (best if best is not None else jax.device_get(state.params)), history
 
 
 def embed_rows(system, params, batches, n_rows: int, *, mesh=None) -> dict[str, np.ndarray]:
@@ -302,10 +324,15 @@ def perovskite_system(latent_dim: int = 64, width: int = 64, small: bool = False
 
 
 def train_perovskites(n: int, steps: int, batch_size: int, lr: float, test_fraction: float, seed: int,
-                      cache: pathlib.Path, workers: int = 2, small: bool = False, log=print) -> dict:
+                      cache: pathlib.Path, workers: int = 2, small: bool = False, log=print, val_size: int = 0,
+                      eval_every: int = 500, patience: int = 4) -> dict:
     """Featurise, split, train MatBind on the training part, embed everything.
 
-    Returns {"ids" [n], "train_idx", "test_idx", "emb" {m: [n, d]}, "present" {m: bool [n]},
+    val_size > 0: that many training materials (seeded) are a validation split instead (never
+    trained on); every ``eval_every`` steps the model's xrd->crystal recall@1 among them is
+    measured, and the parameters with the best one are kept (``patience`` evaluations without a
+    better one stop training). The held-out test materials are never looked at before the end.
+    Returns {"ids" [n], "train_idx", "val_idx", "test_idx", "emb" {m: [n, d]}, "present" {m: bool [n]},
     "crystal_system" int [n], "history", "counts", "timings"}.
     """
     from mmjax.data.pipeline import make_batches
@@ -316,14 +343,31 @@ def train_perovskites(n: int, steps: int, batch_size: int, lr: float, test_fract
     t_feat = time.perf_counter() - t0
     ids = np.asarray(ds.ids)
     train_idx, test_idx = held_out_split(len(ds), test_fraction, seed)
+    val_idx = np.zeros(0, np.int64)
+    if val_size:
+        if not 0 < val_size < len(train_idx):
+            raise ValueError(f"--val-size {val_size} must be between 1 and the {len(train_idx)} training materials")
+        order = np.random.default_rng(seed + 1).permutation(len(train_idx))
+        val_idx, train_idx = np.sort(train_idx[order[:val_size]]), np.sort(train_idx[order[val_size:]])
     log(f"perovskites: {len(ds)} featurised ({t_feat:.0f} s, cache {cache}); train {len(train_idx)}, "
-        f"held out {len(test_idx)}")
+        f"validation {len(val_idx)}, held out {len(test_idx)}")
     system = perovskite_system(small=small)
     config = demo_config(steps, lr, seed)
     train_it = make_batches(ds.subset(train_idx), batch_size, seed=seed, shuffle=True, num_epochs=None,
                             modalities=PEROVSKITE_MODALITIES, targets=[])
+    from mmjax.eval.retrieval import rank_metrics, true_match_ranks
+
+    val_ds = ds.subset(val_idx) if val_size else None
+
+    def val_recall(params) -> float:  # xrd -> crystal recall@1 among the validation materials
+        it = make_batches(val_ds, batch_size, train_it.assembler.budget, shuffle=False, num_epochs=1,
+                          modalities=PEROVSKITE_MODALITIES, targets=[])
+        emb = embed_rows(system, params, it, len(val_ds))
+        return rank_metrics(true_match_ranks(emb["xrd"], emb["crystal"]), ks=(1,))["recall@1"]
     t1 = time.perf_counter()
-    params, history = train_contrastive(system, config, train_it, log=log, log_every=max(1, steps // 10))
+    params, history = train_contrastive(system, config, train_it, log=log, log_every=max(1, steps // 10),
+                                        validate=val_recall if val_size else None, eval_every=eval_every,
+                                        patience=patience)
     t_train = time.perf_counter() - t1
     all_it = make_batches(ds, batch_size, train_it.assembler.budget, shuffle=False, num_epochs=1,
                           modalities=PEROVSKITE_MODALITIES, targets=["crystal_system"])
@@ -331,9 +375,10 @@ def train_perovskites(n: int, steps: int, batch_size: int, lr: float, test_fract
     present = {m: np.ones(len(ds), bool) for m in PEROVSKITE_MODALITIES}
     present["text"] = ds.column("text_embedding")[0].astype(bool)
     cs_present, cs = ds.column("label/crystal_system")
-    return {"ids": ids, "train_idx": train_idx, "test_idx": test_idx, "emb": emb, "present": present,
-            "crystal_system": np.where(cs_present, cs, -1).astype(np.int64), "history": history,
-            "counts": {"materials": len(ds), "train": len(train_idx), "held_out": len(test_idx)},
+    return {"ids": ids, "train_idx": train_idx, "val_idx": val_idx, "test_idx": test_idx, "emb": emb,
+            "present": present, "crystal_system": np.where(cs_present, cs, -1).astype(np.int64), "history": history,
+            "counts": {"materials": len(ds), "train": len(train_idx), "validation": len(val_idx),
+                       "held_out": len(test_idx)},
             "timings": {"featurise_s": round(t_feat, 1), "train_s": round(t_train, 1)}}
 
 
@@ -441,8 +486,9 @@ def train_multimat(steps: int, batch_size: int, lr: float, test_fraction: float,
 
 
 def save_embeddings(path: pathlib.Path, run: dict) -> None:
-    """``embeddings.npz``: ids, split ("train"/"held_out"), emb/<m> [N, d], present/<m> [N]."""
-    split = np.full(len(run["ids"]), "train", dtype="<U8")
+    """``embeddings.npz``: ids, split ("train"/"validation"/"held_out"), emb/<m> [N, d], present/<m> [N]."""
+    split = np.full(len(run["ids"]), "train", dtype="<U10")
+    split[run.get("val_idx", np.zeros(0, np.int64))] = "validation"
     split[run["test_idx"]] = "held_out"
     arrays = {"ids": np.asarray(run["ids"]).astype(str), "split": split}
     arrays.update({f"emb/{m}": np.asarray(v, np.float32) for m, v in run["emb"].items()})
@@ -510,6 +556,11 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=None, help="default 128 (quick 32)")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--test-fraction", type=float, default=0.2)
+    ap.add_argument("--val-size", type=int, default=0,
+                    help="perovskites: training materials kept aside as a validation split; the parameters with "
+                         "the best validation xrd->crystal recall@1 are kept (0 = none, the last parameters)")
+    ap.add_argument("--eval-every", type=int, default=500, help="steps between validation scores (--val-size)")
+    ap.add_argument("--patience", type=int, default=4, help="validation scores without a new best before stopping")
     ap.add_argument("--multimat-test-fraction", type=float, default=0.3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=2, help="featurisation worker processes")
@@ -533,9 +584,11 @@ def main(argv=None) -> int:
             print(f"{PEROVSKITES} not found", file=sys.stderr)
             return 1
         cache = pathlib.Path(args.cache or DEFAULT_CACHE / f"n{n}-s{args.seed}")
-        run = train_perovskites(n, steps, bs, args.lr, args.test_fraction, args.seed, cache, args.workers, small=q)
+        run = train_perovskites(n, steps, bs, args.lr, args.test_fraction, args.seed, cache, args.workers, small=q,
+                                val_size=args.val_size, eval_every=args.eval_every, patience=args.patience)
         evaluate_part("perovskites", run, out, [("crystal", m) for m in PEROVSKITE_MODALITIES[1:]],
                       {"n": n, "steps": steps, "batch_size": bs, "lr": args.lr, "test_fraction": args.test_fraction,
+                       "val_size": args.val_size, "eval_every": args.eval_every, "patience": args.patience,
                        "seed": args.seed, "small": q, "command": command, "hardware": hardware})
     if args.part in ("multimat", "both"):
         run = train_multimat(mm_steps, bs, args.lr, args.multimat_test_fraction, args.seed, small=q)

@@ -136,6 +136,35 @@ def test_trained_encoders_beat_chance_on_held_out_noisy_copies(tmp_path):
     np.testing.assert_allclose(saved["emb"]["text"], emb["text"])
 
 
+def test_validation_keeps_the_best_parameters_and_stops_on_patience():
+    """train_contrastive with ``validate``: scored every eval_every steps, the best-scoring
+    parameters come back (not the last), and training stops after ``patience`` scores without a
+    new best."""
+    import jax
+
+    from mmjax.nn import make_encoder
+    from mmjax.systems.multimat import MultiMat
+
+    data = _noisy_copies()
+    system = MultiMat({"xrd": make_encoder("text_mlp", out_dim=16, hidden=32, depth=2),
+                       "text": make_encoder("text_mlp", out_dim=16, hidden=32, depth=2)},
+                      objective="all_pairs", temperature=0.1, head_inputs=("xrd",))
+    scores, seen = iter([0.1, 0.5, 0.3, 0.2, 0.9]), []
+
+    def validate(params):
+        seen.append(jax.tree.map(np.array, params))
+        return next(scores)
+
+    it = rd.ArrayBatches(data["arrays"], data["present"], np.arange(len(data["ids"])), 32, shuffle=True, seed=0)
+    params, history = rd.train_contrastive(system, rd.demo_config(100, 3e-3, 0), it, log=None, log_every=50,
+                                           validate=validate, eval_every=10, patience=2)
+    assert [h["step"] for h in history if "val" in h] == [10, 20, 30, 40]  # stopped: 2 scores after the best
+    assert [h["val"] for h in history if "val" in h] == [0.1, 0.5, 0.3, 0.2]
+    best, last = seen[1], seen[3]
+    jax.tree.map(np.testing.assert_array_equal, params, best)
+    assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(best), jax.tree.leaves(last)))
+
+
 def test_evaluate_part_refuses_overlapping_splits(tmp_path):
     data = _noisy_copies(n=20)
     run = {**data, "emb": data["arrays"], "train_idx": np.arange(12), "test_idx": np.arange(10, 20), "history": [],
