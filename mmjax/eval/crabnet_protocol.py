@@ -10,7 +10,11 @@
   below usually stops training well before), cut to a multiple of ``2 * epochs_step``; one epoch =
   ``ceil(N_train / batch)`` optimiser steps; the optimiser is ``config.optim`` (the
   ``"crabnet"`` preset: Lamb + Lookahead, triangular CyclicLR with a half-cycle of
-  ``epochs_step`` epochs — ``steps_per_epoch`` is filled in here);
+  ``epochs_step`` epochs — ``steps_per_epoch`` is filled in here). ``epochs_step`` = 10 by
+  default: the code that trained the paper's Table 2 (``crabnet/model.py`` at commit dd5b430,
+  ``self.epochs_step = 10``; its learning-curve files ``figures/lc_data/*_lc.csv`` have a
+  check-in every 20 epochs, and its stored test predictions of AFLOW bulk modulus score 8.692,
+  Table 2's value, on our test file) — later code (b07100d) has ``epochs_step = 1``;
 * SWA as CrabNet does it (`mmjax.train.swa.CrabNetSWA`): in every epoch e with
   ``(e + 1) % (2 * epochs_step) == 0`` and ``e >= 2 * epochs_step - 1`` (the cyclic rate's minima),
   the validation MAE is computed after **every** batch and fed to the SWA rule; training stops
@@ -113,7 +117,7 @@ class CrabNetFit:
     resumed_after_epoch: int | None = None
 
 
-def fit_predict_crabnet(config, train, val, test, *, target: str, epochs: int = 300, epochs_step: int = 1,
+def fit_predict_crabnet(config, train, val, test, *, target: str, epochs: int = 300, epochs_step: int = 10,
                         discard_n: int = 3, batch_size: int | None = None, seed: int | None = None, mesh=None,
                         log: Callable[[str], None] | None = None, progress_path: str | None = None,
                         reference_eval_mode: bool = True, resume_dir: str | None = None) -> CrabNetFit:

@@ -100,7 +100,8 @@ def optim_config(preset: str = "generic", **overrides) -> ml_collections.ConfigD
         "multimat_code": dict(schedule="cosine", peak_lr=5e-5, init_lr=0.0, end_lr=5e-8, warmup_epochs=10,
                               b1=0.9, b2=0.95, weight_decay=0.05),
         # CrabNet (model.py fit defaults): Lamb + Lookahead(k 6, alpha 0.5), CyclicLR 1e-4..6e-3 over
-        # one epoch up and one down (set steps_per_epoch), betas (0.9, 0.999), eps 1e-6, no decay;
+        # one epoch up and one down (set steps_per_epoch; `mmjax.eval.crabnet_protocol` sets the
+        # half-cycle to its epochs_step, 10 for Table 2), betas (0.9, 0.999), eps 1e-6, no decay;
         # trust ratios over PyTorch's packed attention in-projections
         "crabnet": dict(name="crabnet_lamb", schedule="cyclic", peak_lr=6e-3, cyclic_base_lr=1e-4,
                         cycle_half_epochs=1, b1=0.9, b2=0.999, eps=1e-6, weight_decay=0.0,

@@ -238,12 +238,33 @@ def test_crabnet_protocol_end_to_end_on_a_tiny_set(tmp_path):
     c = tiny_published(ds)
     c.system.encoder.dropout_rate = 0.1  # exercises the eval-mode (no-dropout) step of SWA epochs
     tr, va, te = ds.subset(np.arange(0, 25)), ds.subset(np.arange(25, 32)), ds.subset(np.arange(32, 40))
-    res = fit_predict_crabnet(c, tr, va, te, target="y", epochs=5, batch_size=8, seed=0)
+    res = fit_predict_crabnet(c, tr, va, te, target="y", epochs=5, epochs_step=1, batch_size=8, seed=0)
     assert res.batch_size == 8 and res.steps_per_epoch == 3  # 20 labelled training rows
     assert res.epochs_run == 4 and [h["epoch"] for h in res.history] == [0, 1, 2, 3]
     assert ["swa/minimum_found" in h for h in res.history] == [False, True, False, True]
     assert res.swa["updates"] == 6  # one per batch of the two SWA epochs
     assert res.predictions.shape == (8,) and np.all(np.isfinite(res.predictions)) and np.all(res.sigma > 0)
+
+
+def test_crabnet_protocol_epochs_step_10_is_the_table_2_schedule(tmp_path):
+    """The default epochs_step = 10 (the code behind Table 2): the cyclic rate rises for 10 epochs
+    and falls for 10, SWA epochs are only those with (e + 1) % 20 == 0 (e >= 19), and the epoch cap
+    is cut to a multiple of 20."""
+    from mmjax.eval.crabnet_protocol import fit_predict_crabnet
+    from mmjax.train.optim import build_schedule
+
+    ds = make_dataset(tmp_path / "ds", n=40)
+    c = tiny_published(ds)
+    tr, va, te = ds.subset(np.arange(0, 25)), ds.subset(np.arange(25, 32)), ds.subset(np.arange(32, 40))
+    res = fit_predict_crabnet(c, tr, va, te, target="y", epochs=45, batch_size=8, seed=0, discard_n=1)
+    swa_epochs = [h["epoch"] for h in res.history if "swa/minimum_found" in h]
+    assert res.epochs_run <= 40 and swa_epochs == [e for e in (19, 39) if e < res.epochs_run]
+    assert res.swa["updates"] == 3 * len(swa_epochs)  # every batch of each SWA epoch
+    cfg = c.optim
+    cfg.steps_per_epoch, cfg.cycle_half_epochs = res.steps_per_epoch, 10
+    lr = np.asarray([float(build_schedule(cfg, 120)(i)) for i in range(0, 61, 3)])
+    assert np.isclose(lr[0], 1e-4) and np.isclose(lr[10], 6e-3) and np.isclose(lr[20], 1e-4)  # 30 steps up, 30 down
+    assert np.all(np.diff(lr[:11]) > 0) and np.all(np.diff(lr[10:]) < 0)
 
 
 def test_crabnet_protocol_resumes_after_a_kill_to_the_same_predictions(tmp_path):
@@ -258,7 +279,7 @@ def test_crabnet_protocol_resumes_after_a_kill_to_the_same_predictions(tmp_path)
     c = tiny_published(ds)
     c.system.encoder.dropout_rate = 0.1
     tr, va, te = ds.subset(np.arange(0, 25)), ds.subset(np.arange(25, 32)), ds.subset(np.arange(32, 40))
-    kw = dict(target="y", epochs=6, batch_size=8, seed=0)
+    kw = dict(target="y", epochs=6, epochs_step=1, batch_size=8, seed=0)
     want = fit_predict_crabnet(c, tr, va, te, **kw)
 
     class Killed(Exception):
@@ -282,7 +303,7 @@ def test_crabnet_protocol_resumes_after_a_kill_to_the_same_predictions(tmp_path)
     np.testing.assert_array_equal(got.sigma, want.sigma)
     assert got.swa == want.swa
     with pytest.raises(ResumeMismatch, match=r"seed|epochs"):
-        fit_predict_crabnet(c, tr, va, te, target="y", epochs=8, batch_size=8, seed=0,
+        fit_predict_crabnet(c, tr, va, te, target="y", epochs=8, epochs_step=1, batch_size=8, seed=0,
                             resume_dir=str(tmp_path / "resume"))
 
 
