@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 import jax
 
+from mmjax.data import modalities as registry
 from mmjax.data.featurize import featurize_dataset
 from mmjax.data.normalise import table_from_manifest
 from mmjax.data.spec import CLASS_LABEL_OFFSETS, config_option, config_targets, feature_spec
@@ -94,7 +95,10 @@ def dataset_dir(config, workdir: str | None, input_path: str | None = None) -> s
     """``<data_root>/<name>-<hash>``: one folder per (source, featuriser settings)."""
     req = _source_request(config, input_path)
     spec = feature_spec(config).to_dict()
-    digest = hashlib.sha1(json.dumps({"request": req, "spec": spec}, sort_keys=True, default=str).encode())
+    key = {"request": req, "spec": spec}
+    if spec.get("extra"):  # a registered modality's featuriser code is part of what made the cache
+        key["featurisers"] = registry.fingerprint(spec["extra"])
+    digest = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode())
     base = os.path.basename(str(req.get("path", req["source"])).rstrip("/")) or "data"
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", base)[:40]
     return os.path.join(data_root(config, workdir), f"{'input-' if input_path else ''}{name}-{digest.hexdigest()[:10]}")

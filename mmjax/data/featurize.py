@@ -282,13 +282,19 @@ def shard_range(n: int, shard_index: int, num_shards: int) -> tuple[int, int]:
 def _results(items: list, spec, parse, num_workers: int, chunk_size: int, mp_context: str) -> Iterable[list]:
     """Featurised chunks in input order; ``num_workers`` = 0 runs in this process."""
     chunks = [items[i:i + chunk_size] for i in range(0, len(items), chunk_size)]
+    modules, unimportable = registry.worker_modules(spec.extra)
+    if num_workers and unimportable:
+        log.warning("featurising in this process: modalities %s are registered by a module that worker "
+                    "processes cannot import by name (register them in an importable module to use workers)",
+                    unimportable)
+        num_workers = 0
     if num_workers == 0:
         for chunk in chunks:
             yield _featurize_chunk(spec, parse, chunk)
         return
     ctx = multiprocessing.get_context(mp_context)
     with concurrent.futures.ProcessPoolExecutor(num_workers, mp_context=ctx, initializer=_worker_init,
-                                                initargs=(registry.worker_modules(),)) as pool:
+                                                initargs=(modules,)) as pool:
         window = 4 * num_workers
         pending: list = []
         it = iter(chunks)

@@ -19,7 +19,9 @@ Spawned featurisation workers import the module of each registered modality befo
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib
+import inspect
 from typing import Callable
 
 import numpy as np
@@ -119,9 +121,42 @@ def scale_keys() -> tuple[str, ...]:
     return tuple(m.record_key for m in _REGISTRY.values() if m.scale)
 
 
-def worker_modules() -> tuple[str, ...]:
-    """Modules a spawned featurisation worker imports so the registered modalities exist there."""
-    return tuple(sorted({m.module for m in _REGISTRY.values() if m.module and m.module != "__main__"}))
+def fingerprint(names) -> dict[str, str]:
+    """``{name: sha256}`` of what makes each registered modality's features: its record key,
+    dtype, and the featuriser's module, name and source code (so a cache made before the
+    featuriser changed is not reused)."""
+    out = {}
+    for name in names:
+        m = _REGISTRY[name]
+        fn = m.featurize
+        try:
+            code = inspect.getsource(fn)
+        except (OSError, TypeError):
+            code = repr(getattr(fn, "__code__", fn))
+        text = "\n".join([m.record_key, np.dtype(m.dtype).str, m.module, getattr(fn, "__qualname__", ""), code])
+        out[name] = hashlib.sha256(text.encode()).hexdigest()
+    return out
+
+
+def worker_modules(names) -> tuple[tuple[str, ...], list[str]]:
+    """``(modules, unimportable)`` for the registered modalities ``names``: the modules a spawned
+    featurisation worker imports so that they exist there, and the names of those whose module a
+    fresh interpreter cannot import by name (registered in ``__main__``, a config file or an
+    interactive session: featurise those in this process)."""
+    import importlib.util
+
+    modules, bad = set(), []
+    for name in names:
+        module = _REGISTRY[name].module
+        try:
+            found = module not in ("", "__main__") and importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if found:
+            modules.add(module)
+        else:
+            bad.append(name)
+    return tuple(sorted(modules)), bad
 
 
 def import_modules(modules) -> None:

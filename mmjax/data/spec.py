@@ -112,8 +112,13 @@ class FeatureSpec:
         return cls(**values)
 
     def to_dict(self) -> dict:
-        """JSON-able dict (tuples become lists)."""
-        return json_ready(dataclasses.asdict(self))
+        """JSON-able dict (tuples become lists). ``extra`` is left out when empty, so the dict (and
+        every cache key made from it) of a spec without registered modalities is what it was
+        before the field existed."""
+        d = json_ready(dataclasses.asdict(self))
+        if not d["extra"]:
+            del d["extra"]
+        return d
 
     @property
     def dos_grid(self) -> np.ndarray:

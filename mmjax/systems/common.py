@@ -316,6 +316,15 @@ class MultimodalSystem(System):
             parts.append(jnp.where(modality_mask(batch, m)[:, None], source[m], 0.0))
         return jnp.concatenate(parts, axis=-1)
 
+    def head_rows(self, batch) -> jax.Array:
+        """bool ``[N]``: slots where at least one head input modality is present. Only these rows
+        count in the supervised loss and metrics, and `predict` gives NaN elsewhere (a material
+        lacking every modality its head reads has no prediction, not the head's bias)."""
+        rows = modality_mask(batch, self.head_inputs[0])
+        for m in self.head_inputs[1:]:
+            rows = rows | modality_mask(batch, m)
+        return rows
+
     def embed(self, params, batch):
         """Per-modality latents ``{m: [N, d]}`` (the shared space used by the objective)."""
         return self.represent(params, batch)[1]
@@ -326,7 +335,9 @@ class MultimodalSystem(System):
             raise NotImplementedError(f"system {self.name!r} has no heads: set config.system.targets")
         reps, latents = self.represent(params, batch)
         raw = self.head.apply({"params": params["head"]}, self._head_input(reps, latents, batch))
-        return head_outputs(raw, self.targets, self.losses)
+        rows = self.head_rows(batch)
+        return {k: jnp.where(rows.reshape(rows.shape + (1,) * (v.ndim - 1)), v, jnp.nan)
+                for k, v in head_outputs(raw, self.targets, self.losses).items()}
 
     def pretrain_loss(self, params, latents, masks, rng, train):
         raise NotImplementedError
@@ -338,7 +349,7 @@ class MultimodalSystem(System):
         if self.stage == "finetune":
             raw = self.head.apply({"params": params["head"]}, self._head_input(reps, latents, batch))
             loss, metrics = supervised_loss(head_outputs(raw, self.targets, self.losses), batch, self.targets,
-                                            self.target_weights, self.losses)
+                                            self.target_weights, self.losses, rows=self.head_rows(batch))
         else:
             masks = modality_masks(batch, tuple(latents))
             loss, metrics = self.pretrain_loss(params, latents, masks, rng_obj, train)

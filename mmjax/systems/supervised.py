@@ -111,14 +111,16 @@ def head_outputs(raw: Mapping[str, jax.Array], outputs: Mapping[str, Any],
 
 def supervised_loss(predictions: Mapping[str, jax.Array], batch: Mapping[str, Any], outputs: Mapping[str, Any],
                     weights: Mapping[str, float] | None = None,
-                    losses: Mapping[str, str] | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+                    losses: Mapping[str, str] | None = None,
+                    rows: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Masked supervised loss over ``batch["targets"]`` / ``batch["target_mask"]``.
 
     Regression targets: ``losses[name]`` (default MSE; ``l1``, ``huber``, or ``robust_l1`` with
     ``predictions[name + "/log_sigma"]``) on ``predictions[name]`` ``[N]`` (``[N, d]`` for a vector
     target, averaged over its labelled components) in the units of the target as batched, i.e.
     normalised if the pipeline normalises. Classification (C outputs): cross-entropy (nats) on
-    logits ``[N, C]`` with int labels. Entries count only if ``slot_valid & target_mask[name]``. The
+    logits ``[N, C]`` with int labels. Entries count only if ``slot_valid & target_mask[name]`` (and
+    ``rows`` bool ``[N]`` when given: the rows whose head had an input, `head_rows`). The
     loss is the weighted mean over targets that have at least one label in the batch (0 if none).
     Metrics per target: ``<name>/mse`` and ``<name>/mae`` or ``<name>/ce`` and ``<name>/accuracy``,
     plus ``<name>/n`` (labelled rows; labelled components for a vector target).
@@ -128,6 +130,8 @@ def supervised_loss(predictions: Mapping[str, jax.Array], batch: Mapping[str, An
     for name in outputs:
         labels = flatten_device_axis(jnp.asarray(batch["targets"][name]))
         mask = target_mask(batch, name)
+        if rows is not None:
+            mask = mask & rows.reshape(rows.shape + (1,) * (mask.ndim - 1))
         pred = predictions[name]
         if is_regression(outputs, name):
             kind = (losses or {}).get(name, "mse")

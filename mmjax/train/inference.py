@@ -77,7 +77,9 @@ def real_unit_outputs(outputs: dict[str, np.ndarray], stats: dict) -> dict[str, 
         if st["kind"] == "regression":
             out[name] = to_target_units(v, st)
         else:
-            out[name] = np.argmax(v, axis=-1) + int(st["offset"])
+            cls = np.argmax(v, axis=-1) + int(st["offset"])
+            ok = np.isfinite(v).all(axis=-1)  # NaN logits: no input for the row (no class, not class 0)
+            out[name] = cls if ok.all() else np.where(ok, cls.astype(np.float64), np.nan)
     return out
 
 
@@ -91,6 +93,11 @@ def prediction_metrics(outputs: dict[str, np.ndarray], stats: dict) -> dict[str,
         if name not in pred or f"target/{name}" not in outputs:
             continue
         mask = outputs[f"target_mask/{name}"].astype(bool)
+        raw = np.asarray(outputs[name])  # NaN where the model had no input for the row (`head_rows`)
+        has_input = np.isfinite(raw.reshape(len(raw), -1)).all(axis=1)
+        mask = mask & has_input.reshape(has_input.shape + (1,) * (mask.ndim - 1))
+        if (~has_input).any():
+            metrics[f"{name}/no_input"] = int((~has_input).sum())
         if not mask.any():
             continue
         if st["kind"] == "regression":
@@ -210,7 +217,8 @@ def run_predict(config, workdir, input_path=None, output: str | None = None, ove
             _put(columns, name, sigma, vector, "_sigma")
         if name == "crystal_system" and name in real:
             columns["crystal_system_name"] = np.asarray(
-                [CRYSTAL_SYSTEMS[int(i)] if 0 <= int(i) < len(CRYSTAL_SYSTEMS) else "" for i in real[name]])
+                [CRYSTAL_SYSTEMS[int(i)] if np.isfinite(i) and 0 <= int(i) < len(CRYSTAL_SYSTEMS) else ""
+                 for i in real[name]])
     for name in names:
         if f"target/{name}" in outputs and name in stats:
             st, mask = stats[name], outputs[f"target_mask/{name}"].astype(bool)

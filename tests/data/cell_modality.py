@@ -16,3 +16,11 @@ def cell_features(material):
 
 
 CELL = register(DenseModality("cell", record_key="cell", featurize=cell_features))
+
+
+def sparse_cell_features(material):
+    """`cell_features` for materials whose id ends in an even digit; None (missing) for the others."""
+    return None if material.id[-1] in "13579" else cell_features(material)
+
+
+SPARSE_CELL = register(DenseModality("cell_sparse", record_key="cell_sparse", featurize=sparse_cell_features))

@@ -27,6 +27,16 @@ from mmjax.train.modes import run_train  # noqa: E402
 from mmjax.train.prefetch import batch_put_fn  # noqa: E402
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _registered_here_only():
+    """The modalities of cell_modality.py exist for this module's tests only."""
+    for m in (cell_modality.CELL, cell_modality.SPARSE_CELL):
+        modalities.register(m)
+    yield
+    for m in (cell_modality.CELL, cell_modality.SPARSE_CELL):
+        modalities.unregister(m.name)
+
+
 def _config(tmp_path, n=120):
     c = load_config("configs/dense_mlp.py:small")
     c.system.modality = "cell"
@@ -37,6 +47,7 @@ def _config(tmp_path, n=120):
     c.train.steps = 120
     c.train.eval_every = 0
     c.train.progress = False
+    c.train.compilation_cache_dir = str(tmp_path / "xla")
     c.checkpoint.every = 0
     return c
 
@@ -44,7 +55,7 @@ def _config(tmp_path, n=120):
 def test_registry_knows_the_new_modality_and_guards_the_schema():
     assert "cell" in modalities.known() and modalities.presence_key("cell") == "cell"
     assert modalities.dense_keys()["cell"] == "cell" and "cell" in modalities.scale_keys()
-    assert "cell_modality" in modalities.worker_modules()
+    assert modalities.worker_modules(["cell"]) == (("cell_modality",), [])
     with pytest.raises(ValueError, match="built in"):
         modalities.register(modalities.DenseModality("xrd", "xrd2", featurize=cell_modality.cell_features))
     with pytest.raises(ValueError, match="taken by the schema"):
@@ -115,3 +126,65 @@ def test_a_system_trains_on_the_new_modality(tmp_path):
     stats = json.loads((tmp_path / "run" / "targets.json").read_text())["ewald_energy_per_atom"]
     mae = test["ewald_energy_per_atom/mae"]
     assert np.isfinite(mae) and mae < 0.8 * stats["std"], (mae, stats)
+
+
+def test_rows_without_the_modality_count_nowhere(tmp_path):
+    """A material lacking the modality a unimodal head reads adds nothing to the loss or the
+    metrics (``<target>/n``), and its prediction is NaN (no input), not the head's bias."""
+    import jax
+
+    from mmjax.systems import build_system
+    from mmjax.train.inference import prediction_metrics
+
+    c = _config(tmp_path)
+    c.system.modality, c.data.modalities = "cell_sparse", ("cell_sparse",)
+    spec = feature_spec(c)
+    mats = [generate_one(i, seed=3) for i in range(16)]
+    featurize_dataset(mats, spec, tmp_path / "ds", num_workers=0)
+    ds = Dataset.open(tmp_path / "ds")
+    batch = next(iter(make_batches(ds, 16, seed=0, shuffle=False, num_epochs=1, devices=1,
+                                   modalities=("cell_sparse",), targets=("ewald_energy_per_atom",),
+                                   normalize_targets=True)))
+    present = batch["present"]["cell_sparse"].reshape(-1)
+    assert 0 < present.sum() < 16
+    system = build_system(c)
+    params = system.init(jax.random.PRNGKey(0), batch)
+    _, metrics = system.loss(params, batch, jax.random.PRNGKey(1), False)
+    labelled = batch["target_mask"]["ewald_energy_per_atom"].reshape(-1)
+    assert int(metrics["ewald_energy_per_atom/n"]) == int((present & labelled).sum())
+    pred = np.asarray(system.predict(params, batch)["ewald_energy_per_atom"])
+    assert np.isnan(pred[~present]).all() and np.isfinite(pred[present]).all()
+    outputs = {"ewald_energy_per_atom": pred, "target/ewald_energy_per_atom": batch["targets"]["ewald_energy_per_atom"].reshape(-1),
+               "target_mask/ewald_energy_per_atom": labelled}
+    m = prediction_metrics(outputs, {"ewald_energy_per_atom": {"kind": "regression", "mean": 0.0, "std": 1.0}})
+    assert m["ewald_energy_per_atom/n"] == int((present & labelled).sum()) and np.isfinite(m["ewald_energy_per_atom/mae"])
+    assert m["ewald_energy_per_atom/no_input"] == int((~present).sum())
+
+
+def test_a_modality_workers_cannot_import_is_featurised_in_process(tmp_path, caplog):
+    """Registered from a module a fresh interpreter cannot import by name (e.g. a config file),
+    a modality is featurised in this process with one warning, instead of breaking the pool."""
+    import importlib.util
+    import logging
+
+    src = tmp_path / "my_config_modality.py"
+    src.write_text("import numpy as np\n"
+                   "def natoms(material):\n"
+                   "    return np.asarray([len(material.structure)], np.float32)\n")
+    spec_ = importlib.util.spec_from_file_location("mmjax_config_file_7f3a", src)
+    module = importlib.util.module_from_spec(spec_)
+    spec_.loader.exec_module(module)
+    modalities.register(modalities.DenseModality("natoms", record_key="natoms", featurize=module.natoms))
+    try:
+        assert modalities.worker_modules(["natoms", "cell"]) == (("cell_modality",), ["natoms"])
+        fspec = FeatureSpec(graph=None, xrd=False, composition=False, symmetry=False, dos=False,
+                            charge_density=False, extra=("natoms",))
+        mats = [generate_one(i, seed=2) for i in range(4)]
+        with caplog.at_level(logging.WARNING):
+            featurize_dataset(mats, fspec, tmp_path / "ds", num_workers=2)
+        assert any("featurising in this process" in r.getMessage() and "natoms" in r.getMessage()
+                   for r in caplog.records)
+        present, values = Dataset.open(tmp_path / "ds").column("natoms")
+        assert present.all() and values[:, 0].tolist() == [len(m.structure) for m in mats]
+    finally:
+        modalities.unregister("natoms")
