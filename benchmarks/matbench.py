@@ -81,6 +81,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from mmjax.config_file import load_config  # noqa: E402 (the checkout's mmjax)
 from mmjax.eval.matbench import DEFAULT_DOWNSTREAM  # noqa: E402
+from mmjax.train.config import ADDED_KEYS  # noqa: E402
 SHARED = ROOT.parent / "shared" / "data"
 LABELS = SHARED / "matbench" / "matbench_perovskites.json.bz2"
 STRUCTURES = SHARED / "perovskites" / "labelled.csv.gz"
@@ -231,7 +232,8 @@ def reused_folds(folder: pathlib.Path, args, protocol: str) -> dict[int, tuple]:
     run = json.loads((folder / "run.json").read_text())
     old = dict(run["settings"], protocol=run.get("protocol", "scratch"))
     new = fold_settings(args, protocol)
-    old = {**LATER_SETTINGS, "downstream": DEFAULT_DOWNSTREAM.get(old["protocol"]), **old}  # runs from before a setting existed
+    old = effective_settings({**LATER_SETTINGS, "downstream": DEFAULT_DOWNSTREAM.get(old["protocol"]),
+                              **old})  # runs from before a setting existed
     old.setdefault("control", False)
     diff = [k for k in new if old.get(k) != new[k]]  # the keys that make this run's folds interchangeable
     if diff:
@@ -246,11 +248,23 @@ def fold_settings(args, protocol: str) -> dict:
     pretraining settings only where something is pretrained, the downstream form only for a
     protocol)."""
     keys = SAME_SETTINGS + ("protocol",)
-    if protocol == "scratch" or args.control:
-        keys = tuple(k for k in keys if k not in PRETRAIN_SETTINGS)
     if protocol == "scratch":
-        keys = tuple(k for k in keys if k != "downstream")
-    return {k: v for k, v in dict(vars(args), protocol=protocol).items() if k in keys}
+        keys = tuple(k for k in keys if k not in PRETRAIN_SETTINGS and k != "downstream")
+    elif args.control:  # nothing is pretrained, but the supervised store is the pretraining source's
+        keys = tuple(k for k in keys if k not in PRETRAIN_SETTINGS or k == "pretrain_source")
+    return effective_settings({k: v for k, v in dict(vars(args), protocol=protocol).items() if k in keys})
+
+
+def effective_settings(settings: dict) -> dict:
+    """``settings`` with 0 for pretraining steps / batch / lr replaced by the protocol preset's value
+    (what the run used), so a fold that ran the preset matches one that named it."""
+    out = dict(settings)
+    preset = PRESETS.get(out.get("protocol"), {})
+    quick = QUICK_PRETRAIN if out.get("quick") else {}
+    for key in ("pretrain_steps", "pretrain_batch", "pretrain_lr"):
+        if key in out and not out[key] and preset:
+            out[key] = quick.get(key, preset[key])
+    return out
 
 
 def finished_folds(out: pathlib.Path, settings: dict) -> dict[int, tuple]:
@@ -261,7 +275,7 @@ def finished_folds(out: pathlib.Path, settings: dict) -> dict[int, tuple]:
     for f in sorted((out / "folds").glob("fold_*.json")):
         rec = json.loads(f.read_text())
         later = dict(LATER_SETTINGS, downstream=DEFAULT_DOWNSTREAM.get(rec["settings"].get("protocol")))
-        had = {k: v for k, v in later.items() if k != "structures"} | rec["settings"]
+        had = effective_settings({k: v for k, v in later.items() if k != "structures"} | rec["settings"])
         diff = [k for k in settings if had.get(k) != settings[k]]
         if diff:
             k = diff[0]
@@ -303,14 +317,21 @@ def spec_tag(spec) -> str:
 PRETRAIN_REQUEST = "bench_request.json"
 
 
+# system keys that shape only the downstream heads (pretraining builds no head): not part of what a
+# pretraining run is made from
+HEAD_ONLY_KEYS = ("head_source", "head_hidden", "targets", "stage")
+
+
 def pretraining_request(protocol: str, cfg, source: pathlib.Path, *, steps: int, batch: int, lr: float) -> dict:
     """What a pretraining workdir was made from: protocol, steps, batch, peak lr, the sha256 of the
-    source file's bytes (the structures) and the pretraining system config (JSON-normalised)."""
+    source file's bytes (the structures) and the pretraining system config (JSON-normalised; the
+    head-only keys `HEAD_ONLY_KEYS` left out)."""
     import hashlib
 
     digest = hashlib.sha256(pathlib.Path(source).read_bytes()).hexdigest()
+    system = {k: v for k, v in cfg.system.to_dict().items() if k not in HEAD_ONLY_KEYS}
     request = {"protocol": protocol, "steps": int(steps), "batch": int(batch), "peak_lr": float(lr),
-               "source_sha256": digest, "system": cfg.system.to_dict()}
+               "source_sha256": digest, "system": system}
     return json.loads(json.dumps(request, default=str))
 
 
@@ -326,6 +347,14 @@ def check_pretraining_request(workdir: pathlib.Path, request: dict) -> None:
     if not started:
         return
     old = json.loads(path.read_text()) if path.exists() else None
+    if old is not None and isinstance(old.get("system"), dict):  # system keys added since: their old value
+        flat = {f"system.{k}": v for k, v in old["system"].items()}
+        for key, was in ADDED_KEYS.items():
+            name = key.split(".", 1)[1]
+            if key.startswith("system.") and name not in old["system"] and name in request.get("system", {}) \
+                    and was(flat) is not None:
+                old["system"][name] = was(flat)
+        old["system"] = {k: v for k, v in old["system"].items() if k not in HEAD_ONLY_KEYS}
     if old == request:
         return
     if old is None:
@@ -574,7 +603,8 @@ def _main(argv=None) -> int:
     labels = load_matbench_labels(LABELS)
     tag = "-".join(modalities) + f"-{args.structures}" + ("-quick" if args.quick else "")
     if protocol != "scratch":
-        tag = f"{protocol}-{spec_tag(spec)}-{args.structures}" + ("-quick" if args.quick else "")
+        tag = (f"{protocol}-{spec_tag(spec)}-{args.structures}" + ("-src-labelled" if args.pretrain_source == "labelled"
+                                                                   else "") + ("-quick" if args.quick else ""))
     cache = pathlib.Path(args.cache or ROOT / "runs" / "bench_cache" / TASK / tag)
     t0 = time.time()
     if protocol == "scratch":

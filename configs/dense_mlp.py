@@ -5,8 +5,11 @@ fixed-shape array per material (XRD, text embeddings, charge density, or a modal
 
 A modality of your own is one module that calls `mmjax.data.modalities.register` (see its
 docstring); a config file that imports that module and sets ``c.system.modality`` and
-``c.data.modalities`` to its name trains this baseline on it (featurised, stored, batched and
-normalised like the built-in ones).
+``c.data.modalities`` to its name trains this baseline on it (featurised, stored with its value
+statistics and batched like the built-in ones; inputs are not rescaled, so a featuriser returns
+values of order one). The default encoder (``text_mlp``) takes one 1-D array per material; name
+another (``encoder.name``, e.g. ``resnext3d`` for a 3-D grid) for other shapes. Materials
+lacking the modality count in no loss or metric and get no prediction.
 """
 
 from __future__ import annotations

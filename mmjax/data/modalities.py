@@ -22,6 +22,7 @@ import dataclasses
 import hashlib
 import importlib
 import inspect
+import re
 from typing import Callable
 
 import numpy as np
@@ -70,10 +71,20 @@ class DenseModality:
 _REGISTRY: dict[str, DenseModality] = {}
 
 
+_BATCH_KEYS = ("slot_valid", "present", "targets", "target_mask", "ids")
+_KEY_RE = re.compile(r"^[a-z0-9_]+(/[a-z0-9_]+)*$")  # the store's record-key rule
+
+
 def register(modality: DenseModality) -> DenseModality:
     """Add ``modality`` (re-registering the same name with the same record key replaces it)."""
     if modality.name in BUILTIN_PRESENCE:
         raise ValueError(f"modality {modality.name!r} is built in; register another name")
+    if modality.name in _BATCH_KEYS or not re.fullmatch(r"[a-z0-9_]+", modality.name):
+        raise ValueError(f"modality name {modality.name!r}: use lower-case letters, digits and _ , not a Batch key "
+                         f"{_BATCH_KEYS}")
+    if not _KEY_RE.match(modality.record_key):
+        raise ValueError(f"modality {modality.name!r}: record key {modality.record_key!r} must match "
+                         f"{_KEY_RE.pattern} (the store's key rule)")
     if modality.record_key in set(BUILTIN_PRESENCE.values()) | set(BUILTIN_DENSE.values()) or \
             modality.record_key.split("/")[0] in ("target", "label", "text", "crystal", "composition", "dos"):
         raise ValueError(f"modality {modality.name!r}: record key {modality.record_key!r} is taken by the schema")

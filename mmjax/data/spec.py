@@ -290,7 +290,8 @@ def xrd_tokens(config, encoder: dict, where: str, default_patch: int) -> dict:
     """``encoder`` (`mmjax.nn.XrdTransformer` kwargs) with ``num_tokens`` derived from the XRD grid:
     ``xrd_points(config) / patch_size``. The grid is declared once (``config.data.features``); a
     grid that is not a whole number of patches, or a stated ``num_tokens`` that disagrees with it,
-    is a ValueError naming the keys (``where`` = the config section, e.g. "config.system.xrd")."""
+    is a ValueError naming the keys (``where`` = the config section, e.g. "config.system.xrd"). The
+    derived count is written into that section, so the config a run saves names it."""
     spec = feature_spec(config)
     points = xrd_points(config)
     patch = int(encoder.get("patch_size", default_patch))
@@ -303,4 +304,9 @@ def xrd_tokens(config, encoder: dict, where: str, default_patch: int) -> dict:
     if stated is not None and int(stated) != tokens:
         raise ValueError(f"{where}.num_tokens={stated} disagrees with the XRD grid ({grid} = {tokens} x {patch}); "
                          f"leave num_tokens out (it is derived from the grid) or change the grid")
+    section = config
+    for part in where.split(".")[1:]:  # "config.system.xrd" -> config.system.xrd
+        section = section[part] if section is not None and part in section else None
+    if section is not None and "num_tokens" not in section:  # the derived value, in the config a run saves
+        section["num_tokens"] = tokens
     return {**encoder, "num_tokens": tokens}

@@ -181,7 +181,10 @@ def make_dense_mlp(config: ml_collections.ConfigDict) -> UnimodalBaseline:
         raise ValueError(f"config.system.modality={modality!r}: dense_mlp reads a dense modality, one of "
                          f"{sorted(dense)} (or one registered with mmjax.data.modalities.register)")
     kw = _encoder_kwargs(config)
-    enc = make_encoder(kw.pop("name", "text_mlp"), **kw, dtype=compute_dtype(config))
+    name = kw.pop("name", "text_mlp")
+    if name in ("xrd_transformer", "xxact_xrd"):  # tokens from the XRD grid, as make_xrd_transformer
+        kw = xrd_tokens(config, kw, "config.system.encoder", XrdTransformer.patch_size)
+    enc = make_encoder(name, **kw, dtype=compute_dtype(config))
     return UnimodalBaseline("dense_mlp", modality, enc, _outputs(config), _head_hidden(config), target_losses(config))
 
 

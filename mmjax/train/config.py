@@ -50,5 +50,14 @@ def base_config() -> ml_collections.ConfigDict:
 
 
 # Config keys that may differ between a checkpoint and the resuming run without changing results.
+# Config keys added after runs were written, and the value that reproduces what a run whose stored
+# config lacks the key did (None: the key did not apply to that run). `config_differences` fills
+# them in on the stored side, so such runs still resume and nothing else is waived.
+ADDED_KEYS = {
+    "system.head_source": lambda old: "latent" if old.get("system.name") == "xmopa" else None,
+    "system.text_dim": lambda old: ((16 if old.get("system.small") else 150)
+                                    if old.get("system.name") == "xmopa" else None),
+}
+
 RESUME_IGNORED_KEYS = ("resume_mismatch", "train.compilation_cache_dir", "train.memory_check", "train.max_loss_ratio", "train.health", "train.health_batches", "train.progress", "train.log_every", "data.delay_s", "data.prefetch",
                       "data.device_resident", "data.device_resident_max_mb")

@@ -25,7 +25,7 @@ from mmjax.train import mesh as mesh_lib
 from mmjax.train import compile_cache, health
 from mmjax.train.workdir_lock import WorkdirLock
 from mmjax.train.checkpoint import Checkpointer, load_params
-from mmjax.train.config import RESUME_IGNORED_KEYS
+from mmjax.train.config import ADDED_KEYS, RESUME_IGNORED_KEYS
 from mmjax.train.data import device_feed, peek
 from mmjax.train.metrics import MetricWriter, Progress, Throughput
 from mmjax.train.optim import build_optimizer
@@ -57,8 +57,12 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 
 
 def config_differences(old: dict, new: dict, ignore: Iterable[str] = RESUME_IGNORED_KEYS) -> list[str]:
-    """``"key: old -> new"`` for every dotted key whose value differs (keys in `ignore` skipped)."""
+    """``"key: old -> new"`` for every dotted key whose value differs (keys in `ignore` skipped; a
+    key of `ADDED_KEYS` the old config lacks takes the value that reproduces the old behaviour)."""
     a, b = _flatten(old), _flatten(new)
+    for key, was in ADDED_KEYS.items():
+        if key not in a and key in b and was(a) is not None:
+            a[key] = was(a)
     ignore = set(ignore)
     return [f"{k}: {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}"
             for k in sorted(set(a) | set(b)) if k not in ignore and a.get(k) != b.get(k)]

@@ -62,6 +62,10 @@ def test_registry_knows_the_new_modality_and_guards_the_schema():
         modalities.register(modalities.DenseModality("pattern", "xrd", featurize=cell_modality.cell_features))
     with pytest.raises(ValueError, match="taken by modality 'cell'"):
         modalities.register(modalities.DenseModality("cell2", "cell", featurize=cell_modality.cell_features))
+    with pytest.raises(ValueError, match="not a Batch key"):
+        modalities.register(modalities.DenseModality("targets", "my_targets", featurize=cell_modality.cell_features))
+    with pytest.raises(ValueError, match="must match"):
+        modalities.register(modalities.DenseModality("shout", "Shout-Key", featurize=cell_modality.cell_features))
     with pytest.raises(KeyError, match="unknown modality 'nope'; known: .*'cell'"):
         modalities.presence_key("nope")
 

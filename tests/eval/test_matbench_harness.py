@@ -124,8 +124,13 @@ def test_pretraining_and_downstream_settings_keep_folds_apart(tmp_path):
     with pytest.raises(ValueError, match=r"downstream: 'finetune' vs 'frozen'"):
         mb.finished_folds(tmp_path, mb.fold_settings(argparse.Namespace(**base), "multimat"))
     control = mb.fold_settings(argparse.Namespace(**{**base, "control": True}), "xmopa")
-    assert not set(control) & set(mb.PRETRAIN_SETTINGS) and control["downstream"] == "frozen"
-    assert "downstream" not in mb.fold_settings(argparse.Namespace(**base), "scratch")
+    # a control pretrains nothing, but its supervised store is the pretraining source's
+    assert set(control) & set(mb.PRETRAIN_SETTINGS) == {"pretrain_source"} and control["downstream"] == "frozen"
+    assert not set(mb.fold_settings(argparse.Namespace(**base), "scratch")) & {"downstream", *mb.PRETRAIN_SETTINGS}
+    # 0 = the protocol preset: a fold that ran the preset matches one that names its values
+    preset = argparse.Namespace(**{**base, "pretrain_steps": 0, "pretrain_batch": 0, "pretrain_lr": 0.0})
+    assert mb.fold_settings(preset, "xmopa") == mb.fold_settings(argparse.Namespace(**base), "xmopa")
+    assert mb.fold_settings(preset, "multimat")["pretrain_steps"] == mb.PRESETS["multimat"]["pretrain_steps"]
 
 
 def test_a_pretraining_workdir_of_another_request_is_refused_not_reused(tmp_path):
@@ -153,3 +158,11 @@ def test_a_pretraining_workdir_of_another_request_is_refused_not_reused(tmp_path
     with pytest.raises(ValueError, match=r"other settings \(source_sha256"):
         mb.check_pretraining_request(wd, mb.pretraining_request("xmopa", cfg, src, steps=600, batch=64, lr=1e-3))
     assert json.loads((wd / "summary.json").read_text()) == {"steps": 600}
+    # head-only keys are not part of a pretraining request; keys added since take their old value
+    src.write_bytes(b"structures A")
+    new = ml_collections.ConfigDict({"system": {"name": "xmopa", "latent_dim": 64, "hidden": (64,),
+                                                "text_dim": 150, "head_source": "encoder", "head_hidden": (8,)}})
+    mb.check_pretraining_request(wd, mb.pretraining_request("xmopa", new, src, steps=600, batch=64, lr=1e-3))
+    new.system.text_dim = 64
+    with pytest.raises(ValueError, match=r"other settings \(system: "):
+        mb.check_pretraining_request(wd, mb.pretraining_request("xmopa", new, src, steps=600, batch=64, lr=1e-3))

@@ -110,3 +110,29 @@ def test_nan_loss_stops_naming_step_and_keeps_good_checkpoint(toy_config, tmp_pa
     assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(params))
     last = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
     assert last["event"] == "diverged" and "step 13" in last["message"]
+
+
+def test_keys_added_since_a_run_take_their_old_value_when_it_resumes():
+    """A stored X-MoPA config from before ``system.head_source`` / ``system.text_dim`` existed
+    resumes under the new config when the new values are the ones it ran with (latent heads;
+    16 / 150 text width), and not when they differ; other systems are not waived; the derived XRD
+    token count is written into the config a run saves (so old configs that stated 17 match)."""
+    from mmjax.config_file import load_config
+    from mmjax.systems import build_system
+    from mmjax.train.loop import config_differences, config_json
+
+    new = config_json(load_config("configs/xmopa.py:small"))
+    old = json.loads(json.dumps(new))
+    del old["system"]["head_source"], old["system"]["text_dim"]
+    assert config_differences(old, new) == []
+    changed = json.loads(json.dumps(new))
+    changed["system"]["text_dim"] = 64
+    assert config_differences(old, changed) == ["system.text_dim: 16 -> 64"]
+    other = {"system": {"name": "multimat"}}
+    assert config_differences(other, {"system": {"name": "multimat", "text_dim": 16}}) == [
+        "system.text_dim: '<absent>' -> 16"]
+    c = load_config("configs/xxact.py:small")
+    build_system(c)
+    stored_before = config_json(load_config("configs/xxact.py:small"))
+    stored_before["system"]["xrd"]["num_tokens"] = 17  # configs stated it before it was derived
+    assert config_differences(stored_before, config_json(c)) == []
