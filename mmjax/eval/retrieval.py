@@ -125,19 +125,9 @@ def all_pairs_retrieval(
     return results
 
 
-def retrieval_heatmap(
-    results_by_model: Mapping[str, Mapping[str, Mapping[str, float]]],
-    path: str | os.PathLike,
-    metric: str = "recall@1",
-    trained_pairs: Mapping[str, Iterable[tuple[str, str]]] | None = None,
-) -> str:
-    """MatBind Figure 2-style heatmap: rows are ordered "query->key" pairs, columns are models.
-
-    results_by_model: model name -> output of :func:`all_pairs_retrieval`.
-    trained_pairs: model name -> unordered pairs the model was trained to align; cells of other
-        pairs (never trained together, "emergent") are marked with "*". Pairs a model lacks
-        are left blank (white). Returns the PNG path.
-    """
+def heatmap_values(results_by_model, metric: str = "recall@1", chance: bool = True):
+    """``(pairs, columns, values [pairs, columns])`` of `retrieval_heatmap`: one column per model
+    (NaN where a model lacks the pair), plus the chance column when asked and defined."""
     models = list(results_by_model)
     pairs = sorted({p for r in results_by_model.values() for p in r})
     values = np.full((len(pairs), len(models)), np.nan)
@@ -146,6 +136,35 @@ def retrieval_heatmap(
             if p in results_by_model[m]:
                 v = results_by_model[m][p].get(metric)
                 values[i, j] = np.nan if v is None else v
+    if chance and metric in chance_metrics(2):
+        col = np.full((len(pairs), 1), np.nan)
+        for i, p in enumerate(pairs):
+            n = next((int(r[p]["n"]) for r in results_by_model.values() if p in r and r[p].get("n")), 0)
+            if n:
+                col[i, 0] = chance_metrics(n)[metric]
+        ns = sorted({int(r[p]["n"]) for r in results_by_model.values() for p in r if r[p].get("n")})
+        values = np.concatenate([values, col], axis=1)
+        models = models + [f"chance (n = {ns[0]})" if len(ns) == 1 else "chance"]
+    return pairs, models, values
+
+
+def retrieval_heatmap(
+    results_by_model: Mapping[str, Mapping[str, Mapping[str, float]]],
+    path: str | os.PathLike,
+    metric: str = "recall@1",
+    trained_pairs: Mapping[str, Iterable[tuple[str, str]]] | None = None,
+    chance: bool = True,
+) -> str:
+    """MatBind Figure 2-style heatmap: rows are ordered "query->key" pairs, columns are models.
+
+    results_by_model: model name -> output of :func:`all_pairs_retrieval`.
+    trained_pairs: model name -> unordered pairs the model was trained to align; cells of other
+        pairs (never trained together, "emergent") are marked with "*". Pairs a model lacks
+        are left blank (white).
+    chance: a last column "chance (n)" with `chance_metrics` of each pair's candidate count (the
+        first model's ``n``), when ``metric`` has a chance level. Returns the PNG path.
+    """
+    pairs, models, values = heatmap_values(results_by_model, metric, chance)
     fig, ax = new_figure(figsize=(4.0 + 1.2 * len(models), 1.5 + 0.38 * len(pairs)))
     masked = np.ma.masked_invalid(values)
     im = ax.imshow(masked, cmap="viridis", vmin=0.0, vmax=1.0 if "recall" in metric or metric == "mrr" else None, aspect="auto")
@@ -156,7 +175,8 @@ def retrieval_heatmap(
                 continue
             q, k = p.split("->")
             emergent = trained_pairs is not None and frozenset((q, k)) not in trained
-            label = f"{values[i, j]:.2f}" + ("*" if emergent else "")
+            label = (f"{values[i, j]:.2g}" if m.startswith("chance") else
+                     f"{values[i, j]:.2f}" + ("*" if emergent else ""))
             ax.text(j, i, label, ha="center", va="center", color="w" if values[i, j] < 0.6 else "k", fontsize=8)
     ax.set_xticks(range(len(models)), models, rotation=30, ha="right")
     ax.set_yticks(range(len(pairs)), pairs)

@@ -51,3 +51,18 @@ def test_all_pairs_respects_presence_and_direction(tmp_path):
 def test_all_pairs_rejects_misaligned_rows():
     with pytest.raises(ValueError, match="same number of rows"):
         all_pairs_retrieval({"a": np.zeros((3, 2)), "b": np.zeros((4, 2))})
+
+
+def test_heatmap_has_the_chance_column():
+    """The heatmap's last column is the chance level of each pair's candidate count (k / n for
+    recall@k), labelled with n; models keep their own columns; off = no column."""
+    from mmjax.eval.retrieval import heatmap_values
+
+    res = {"a->b": {"recall@1": 0.5, "n": 800}, "b->a": {"recall@1": 0.4, "n": 800}}
+    pairs, cols, values = heatmap_values({"ours": res}, "recall@1")
+    assert pairs == ["a->b", "b->a"] and cols == ["ours", "chance (n = 800)"]
+    np.testing.assert_allclose(values, [[0.5, 1 / 800], [0.4, 1 / 800]])
+    res2 = {"a->b": {"recall@10": 0.5, "n": 100}, "b->c": {"recall@10": 0.9, "n": 40}}
+    _, cols, values = heatmap_values({"m": res2}, "recall@10")
+    assert cols[-1] == "chance" and np.allclose(values[:, 1], [10 / 100, 10 / 40])
+    assert heatmap_values({"ours": res}, "recall@1", chance=False)[1] == ["ours"]
