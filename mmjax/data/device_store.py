@@ -31,10 +31,14 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import jraph
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
 
+from mmjax import sharding as mesh_lib
 from mmjax.data import modalities as registry
 from mmjax.data.budgets import GraphBudget
+from mmjax.data.schema import OPTIONAL_EDGE_KEYS
 
 PyTree = Any
 
@@ -63,7 +67,6 @@ def estimate_nbytes(assembler, dataset) -> int:
 
 
 def _edge_extras(assembler):
-    from mmjax.data.schema import OPTIONAL_EDGE_KEYS
 
     return [OPTIONAL_EDGE_KEYS[k] for k in assembler.edge_extra]
 
@@ -165,7 +168,6 @@ class DeviceStore:
 
     def _pack_graphs(self, g: dict, valid, safe):
         """Pack the graphs of records ``safe`` [B] into the budget (few gathers: XLA:CPU pays per op)."""
-        import jraph
 
         N, E = self.budget.n_node, self.budget.n_edge
         B = valid.shape[0]
@@ -200,10 +202,6 @@ class DeviceStore:
         call) and ``gather(arrays, record_index) -> Batch``, a jnp function usable inside any jit:
         record_index int32 [n_dev, B_dev] sharded ``P("data")`` -> the global Batch, each device
         gathering its own rows (``shard_map``)."""
-        from jax.sharding import NamedSharding, PartitionSpec as P
-
-        from mmjax import sharding as mesh_lib
-
         rep = NamedSharding(mesh, P())
         arrays = jax.tree.map(lambda x: jax.make_array_from_callback(x.shape, rep, lambda i, x=x: x[i]),
                               self.arrays)
@@ -218,7 +216,6 @@ class DeviceStore:
     def index_put_fn(self, mesh) -> Callable[[dict], dict]:
         """Host ``{"record_index": [n_local_dev, B_dev]}`` -> what a store-fed step takes: the numpy
         array itself on one process (jit's argument path moves it), a global array on several."""
-        from mmjax import sharding as mesh_lib
 
         if jax.process_count() == 1:
             return lambda b: {"record_index": np.asarray(b["record_index"], np.int32)}
@@ -228,7 +225,6 @@ class DeviceStore:
         """``{"record_index": int32 [n_local_dev, B_dev]}`` (host) -> the global Batch on `mesh`,
         sharded ``P("data")`` like `mmjax.train.prefetch.batch_put_fn`'s; one jitted gather per call.
         (The training loop fuses the gather into the step instead: `mmjax.train.step.make_train_step`.)"""
-        from mmjax import sharding as mesh_lib
 
         arrays, gather = self.placed(mesh)
         data = mesh_lib.batch_sharding(mesh)

@@ -28,6 +28,7 @@ under ``user_metadata["fold_counts"]`` and scores cover the available rows only.
 from __future__ import annotations
 
 import bz2
+import copy
 import datetime
 import gzip
 import hashlib
@@ -36,6 +37,7 @@ import os
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
+import ml_collections
 
 from mmjax.data.material import RecordError
 from mmjax.data.splits import matbench_folds, validation_split
@@ -283,10 +285,6 @@ def pretraining_config(config, *, source: str, steps: int, batch_size: int, n_de
     train / eval split of the source (no test part), the featurised cache under ``data_dir``,
     the peak learning rate ``lr`` when given, one evaluation and one checkpoint at the end.
     """
-    import copy
-
-    import ml_collections
-
     if steps < 1:
         raise ValueError(f"pretraining needs steps >= 1, got {steps}")
     if batch_size % n_devices:
@@ -334,10 +332,6 @@ def downstream_config(config, protocol: str, target: str, downstream: str | None
       (``downstream`` must be None).
     Pretrained weights are loaded by `mmjax.eval.fit.fit_predict` (``init_from``).
     """
-    import copy
-
-    import ml_collections
-
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; expected one of {sorted(PROTOCOLS)}")
     if protocol == "scratch" and downstream is not None:

@@ -22,7 +22,7 @@ import ml_collections
 import numpy as np
 
 from mmjax.train import mesh as mesh_lib
-from mmjax.train import compile_cache, health
+from mmjax.train import compile_cache, health, memory
 from mmjax.train.workdir_lock import WorkdirLock
 from mmjax.train.checkpoint import Checkpointer, load_params
 from mmjax.train.config import ADDED_KEYS, RESUME_IGNORED_KEYS
@@ -31,7 +31,7 @@ from mmjax.train.metrics import MetricWriter, Progress, Throughput
 from mmjax.train.optim import build_optimizer
 from mmjax.train.prefetch import Prefetcher
 from mmjax.train.state import TrainState, abstract_state, init_state
-from mmjax.train.step import make_eval_step, make_train_step
+from mmjax.train.step import make_eval_step, make_train_step, train_step_fn
 
 PyTree = Any
 log = logging.getLogger(__name__)
@@ -189,9 +189,6 @@ def train(system, config: ml_collections.ConfigDict, workdir: str, train_iter,
 
 def preflight_memory(system, eng: dict, config):
     """`mmjax.train.memory.check_step_memory` for this run's step (raises `StepTooLarge`)."""
-    from mmjax.train import memory
-    from mmjax.train.step import train_step_fn
-
     mem = memory.step_memory(train_step_fn(system, eng["tx"], eng["schedule"]), eng["abstract"], eng["example"])
     available, source = memory.available_bytes()
     cpu = jax.local_devices()[0].platform == "cpu"

@@ -46,6 +46,7 @@ from __future__ import annotations
 from typing import Any, Callable, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 
@@ -149,7 +150,6 @@ def cyclic_schedule(base_lr: float, max_lr: float, half_cycle_steps: int) -> opt
     over as many, repeated; the rate at step 0 is ``base_lr``."""
     if half_cycle_steps < 1:
         raise ValueError(f"cyclic schedule needs a half-cycle of >= 1 step, got {half_cycle_steps}")
-    import jax.numpy as jnp
 
     def schedule(count):
         s = jnp.asarray(count, jnp.float32)
@@ -292,8 +292,6 @@ def crabnet_lamb(learning_rate, b1: float = 0.9, b2: float = 0.999, eps: float =
     norms taken over the leaf's `trust_group` (``trust_groups``: "tensor" = the leaf alone;
     "torch_packed_qkv" = a self-attention layer's q/k/v projections together, as PyTorch packs
     them)."""
-    import jax.numpy as jnp
-
     trust_group("", trust_groups)  # an unknown mode fails here, when the optimiser is built
 
     def init(params):
@@ -338,8 +336,6 @@ def lookahead(inner: optax.GradientTransformation, k: int = 6, alpha: float = 0.
     created (as a copy of the fast ones) at the first sync, so that sync leaves the weights as
     they are. The returned update is ``target - params``. State: inner state, slow weights,
     step counter, whether the slow weights exist."""
-    import jax.numpy as jnp
-
     if k < 1:
         raise ValueError(f"lookahead k must be >= 1, got {k}")
 
