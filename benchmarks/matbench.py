@@ -143,13 +143,13 @@ def fold_structure_ids(mbid_of: dict[str, str], training_mbids) -> list[str]:
     return sorted(m for m, b in mbid_of.items() if b in keep)
 
 
-def default_spec(modalities: tuple[str, ...]):
-    """Feature settings of the ``scratch`` protocol: CGCNN graphs 8 Å x 12 (+ XRD / composition)."""
-    from mmjax.data.spec import FeatureSpec
+def default_spec(config):
+    """Feature settings of the ``scratch`` protocol: the config's own (`feature_spec`: its
+    modalities, graph, XRD grid, element table limit, registered modalities), without symmetry
+    labels, storing the Matbench target only."""
+    from mmjax.data.spec import feature_spec
 
-    return FeatureSpec(graph="cgcnn" if "crystal" in modalities else None, cutoff=8.0, max_neighbors=12,
-                       xrd="xrd" in modalities, composition="composition" in modalities, symmetry=False,
-                       dos=False, charge_density=False, targets=(TARGET,))
+    return dataclasses.replace(feature_spec(config), symmetry=False, targets=(TARGET,))
 
 
 def featurise(items: list, spec, cache: pathlib.Path, workers: int, text_model: str = "", text_pooling: str = "cls"):
@@ -161,7 +161,12 @@ def featurise(items: list, spec, cache: pathlib.Path, workers: int, text_model: 
     from mmjax.data.featurize import featurize_dataset, material_from_text
 
     if (cache / store.MANIFEST).exists():
-        return store.Dataset.open(cache)
+        ds = store.Dataset.open(cache)
+        stored = ds.manifest.provenance.get("spec")
+        if stored is not None and stored != json.loads(json.dumps(spec.to_dict())):
+            raise SystemExit(f"error: {cache} holds features of another FeatureSpec; pass another --cache "
+                             "(it is left as it is)")
+        return ds
     tmp = cache.with_name(cache.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     manifest = featurize_dataset(items, spec, tmp, num_workers=workers, parse=material_from_text, progress=False,
@@ -593,7 +598,7 @@ def _main(argv=None) -> int:
     config, trainable = downstream_config(config, protocol, TARGET, args.downstream)
     modalities = tuple(config.data.modalities)
     if protocol == "scratch":
-        spec = default_spec(modalities)
+        spec = default_spec(config)
     config.optim.update(dict(name="adamw", schedule="cosine", peak_lr=args.lr, init_lr=args.lr * 0.01,
                              end_lr=args.lr * 0.01, warmup_fraction=0.05, weight_decay=args.weight_decay,
                              clip_norm=1.0, lookahead_k=0))
@@ -601,7 +606,8 @@ def _main(argv=None) -> int:
           f"{'all' if trainable is None else list(trainable)}")
 
     labels = load_matbench_labels(LABELS)
-    tag = "-".join(modalities) + f"-{args.structures}" + ("-quick" if args.quick else "")
+    tag = "-".join(modalities) + (f"-{spec_tag(spec)}" if protocol == "scratch" else "") + f"-{args.structures}" \
+        + ("-quick" if args.quick else "")
     if protocol != "scratch":
         tag = (f"{protocol}-{spec_tag(spec)}-{args.structures}" + ("-src-labelled" if args.pretrain_source == "labelled"
                                                                    else "") + ("-quick" if args.quick else ""))

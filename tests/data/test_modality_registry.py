@@ -192,3 +192,59 @@ def test_a_modality_workers_cannot_import_is_featurised_in_process(tmp_path, cap
         assert present.all() and values[:, 0].tolist() == [len(m.structure) for m in mats]
     finally:
         modalities.unregister("natoms")
+
+
+def test_cache_keys_follow_registered_featurisers_only(tmp_path):
+    """A spec without registered modalities has no ``extra`` in its dict (the cache key of every
+    existing dataset is unchanged by the registry); a registered featuriser whose code changes
+    gets another cache folder."""
+    from mmjax.data.cache import dataset_dir
+
+    plain = load_config("configs/cgcnn.py")
+    assert "extra" not in feature_spec(plain).to_dict()
+    c = _config(tmp_path)
+    first = dataset_dir(c, str(tmp_path))
+    assert dataset_dir(c, str(tmp_path)) == first
+    src = tmp_path / "featuriser_v2.py"
+    src.write_text("import numpy as np\ndef cell_features(material):\n    return np.zeros(4, np.float32)  # v2\n")
+    import importlib.util
+
+    spec_ = importlib.util.spec_from_file_location("featuriser_v2", src)
+    module = importlib.util.module_from_spec(spec_)
+    spec_.loader.exec_module(module)
+    modalities.register(modalities.DenseModality("cell", record_key="cell", featurize=module.cell_features))
+    try:
+        assert dataset_dir(c, str(tmp_path)) != first
+    finally:
+        modalities.register(cell_modality.CELL)
+    assert dataset_dir(c, str(tmp_path)) == first
+
+
+def test_a_multi_dimensional_integer_modality(tmp_path):
+    """Shape [2, 3] and dtype int32 survive featurisation, the store, host batches and the device
+    store (whose size estimate counts 4-byte items)."""
+    def grid(material):
+        z = sorted(site.specie.Z for site in material.structure)
+        return np.asarray([[z[0], z[-1], len(z)], [1, 2, 3]], np.int32)
+
+    modalities.register(modalities.DenseModality("zgrid", record_key="zgrid", featurize=grid, dtype=np.int32,
+                                                 scale=False))
+    try:
+        fspec = FeatureSpec(graph=None, xrd=False, composition=False, symmetry=False, dos=False,
+                            charge_density=False, extra=("zgrid",))
+        mats = [generate_one(i, seed=4) for i in range(6)]
+        featurize_dataset(mats, fspec, tmp_path / "ds", num_workers=0)
+        ds = Dataset.open(tmp_path / "ds")
+        assert ds.manifest.schema["zgrid"]["shape"] == [2, 3] and "zgrid" not in ds.manifest.statistics["scales"]
+        it = make_batches(ds, 6, seed=0, shuffle=False, num_epochs=1, devices=2, modalities=("zgrid",), targets=())
+        batch = next(iter(it))
+        assert batch["zgrid"].dtype == np.int32 and batch["zgrid"].shape == (2, 3, 2, 3)
+        np.testing.assert_array_equal(batch["zgrid"].reshape(6, 2, 3), np.stack([grid(m) for m in mats]))
+        dev = make_batches(ds, 6, seed=0, shuffle=False, num_epochs=1, devices=2, modalities=("zgrid",), targets=())
+        store_ = dev.device_store()
+        assert abs(estimate_nbytes(dev.assembler, ds) - store_.nbytes) <= 0.02 * store_.nbytes + 64 * len(ds)
+        mesh = mesh_lib.make_mesh(jax.devices()[:2])
+        got = store_.put_fn(mesh)(dev.next_indices())
+        np.testing.assert_array_equal(np.asarray(got["zgrid"]), batch["zgrid"].reshape(np.asarray(got["zgrid"]).shape))
+    finally:
+        modalities.unregister("zgrid")
