@@ -33,6 +33,7 @@ import jraph
 import ml_collections
 
 from mmjax.objectives.temperature import DEFAULT_MAX_TEMPERATURE, DEFAULT_MIN_TEMPERATURE, temperature_from_log
+from mmjax.nn import make_encoder
 from mmjax.nn.batch_norm import GRAPH_BATCH_AXIS
 from mmjax.systems.base import BATCH_STATS, STATE_UPDATES, System, flatten_device_axis, labels_from_top_level
 from mmjax.systems.masks import modality_mask, modality_masks
@@ -386,6 +387,23 @@ def encoder_overrides(system_config: ml_collections.ConfigDict, modality: str) -
     table = config_dict(system_config.get("encoder_overrides", None))
     out = table.get(modality, {}) or {}
     return {k: tuple(v) if isinstance(v, list) else v for k, v in dict(out).items()}
+
+
+def configured_encoder(system_config: ml_collections.ConfigDict, modality: str, default: str, small: bool,
+                       dtype, **defaults):
+    """The encoder of ``modality``, named by the config: ``encoder_overrides[modality]["name"]`` (a
+    `mmjax.nn.ENCODERS` or ``PAPER_CONFIGS`` key) replaces the system's ``default``; the other
+    override keys are its keyword arguments. ``defaults`` (the system's wiring of its default
+    encoder, e.g. MultiMat's ``out_dim=latent_dim``) apply to the default encoder only: a named
+    one gets ``dtype``, the ``small`` preset and the overrides, and must produce what the system
+    consumes (e.g. the latent width where a system has no projection)."""
+    over = encoder_overrides(system_config, modality)
+    name = over.pop("name", default)
+    kwargs = {"dtype": dtype, **(defaults if name == default else {}), **over}
+    try:
+        return make_encoder(name, small, **kwargs)
+    except KeyError as err:
+        raise ValueError(f"config.system.encoder_overrides.{modality}.name={name!r}: {err.args[0]}") from None
 
 
 def compute_dtype(config: ml_collections.ConfigDict):

@@ -29,7 +29,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import ml_collections
 
-from mmjax.nn import ProjectionHead, make_encoder
+from mmjax.nn import ProjectionHead
 from mmjax.objectives import info_nce
 from mmjax.systems import common
 
@@ -100,15 +100,14 @@ def make_system(config: ml_collections.ConfigDict) -> MatBind:
     latent = int(s.latent_dim)
     encoders, projections = {}, {}
     for m in s.modalities:
-        over = common.encoder_overrides(s, m)
         if m == "crystal":
-            encoders[m] = make_encoder("matbind_crystal", small, **{"dtype": dtype, **over})
+            encoders[m] = common.configured_encoder(s, m, "matbind_crystal", small, dtype)
         elif m == "xrd":
-            encoders[m] = make_encoder("matbind_xrd", small, **{"dtype": dtype, **over})
+            encoders[m] = common.configured_encoder(s, m, "matbind_xrd", small, dtype)
         elif m == "dos":
             kw = dict(d_model=16, num_layers=1, num_heads=2, qkv_features=None, mlp_dim=32) if small else {}
-            encoders[m] = make_encoder("matbind_dos", False, **{"dtype": dtype, "dropout_rate": float(s.dos_dropout),
-                                                                **kw, **over})
+            encoders[m] = common.configured_encoder(s, m, "matbind_dos", False, dtype,
+                                                    dropout_rate=float(s.dos_dropout), **kw)
         elif m == "text":
             encoders[m] = None  # frozen precomputed MatBERT embedding
         else:

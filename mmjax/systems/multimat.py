@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import ml_collections
 
-from mmjax.nn import make_encoder
 from mmjax.objectives import (all_pairs_clip, anchored_clip, barlow_twins, barlow_twins_3d, info_nce,
                               tensor_clip)
 from mmjax.systems import common
@@ -108,12 +107,14 @@ class MultiMat(common.MultimodalSystem):
         return loss, {obj: loss, "temperature": tau}
 
 
-def _encoder(modality: str, small: bool, dtype, latent: int, table, overrides: dict):
+def _encoder(modality: str, small: bool, dtype, latent: int, table, overrides):
+    """MultiMat's encoder of ``modality`` (``overrides``: the system config, whose
+    ``encoder_overrides.<modality>`` may name another encoder, `common.configured_encoder`)."""
     kw = {"crystal": dict(out_dim=latent, element_features=table), "dos": dict(d_model=latent),
           "charge_density": dict(embed_dim=latent), "text": dict(out_dim=latent)}
     if modality not in kw:
         raise ValueError(f"MultiMat has no encoder for modality {modality!r}; known: {ALL_MODALITIES}")
-    return make_encoder(f"multimat_{modality}", small, **{"dtype": dtype, **kw[modality], **overrides})
+    return common.configured_encoder(overrides, modality, f"multimat_{modality}", small, dtype, **kw[modality])
 
 
 def make_system(config: ml_collections.ConfigDict) -> MultiMat:
@@ -126,8 +127,7 @@ def make_system(config: ml_collections.ConfigDict) -> MultiMat:
         from mmjax.data.features.elements import element_features
 
         table = element_features("cgcnn92")
-    encoders = {m: _encoder(m, small, dtype, int(s.latent_dim), table, common.encoder_overrides(s, m))
-                for m in s.modalities}
+    encoders = {m: _encoder(m, small, dtype, int(s.latent_dim), table, s) for m in s.modalities}
     return MultiMat(
         encoders, objective=s.objective, anchor=s.anchor, clip_pair=tuple(s.clip_pair), triple=tuple(s.triple),
         temperature=s.temperature, learnable_temperature=s.learnable_temperature,

@@ -34,7 +34,7 @@ from __future__ import annotations
 import jax
 import ml_collections
 
-from mmjax.nn import CrossModalPredictors, make_encoder
+from mmjax.nn import CrossModalPredictors
 from mmjax.nn.heads import MLP
 from mmjax.objectives import all_pairs_clip, cross_modal_prediction, vicreg
 from mmjax.systems import common
@@ -107,14 +107,12 @@ def make_system(config: ml_collections.ConfigDict) -> XMoPA:
         from mmjax.data.features.elements import element_features
 
         table = element_features("cgcnn92")
-    encoders = {
-        "crystal": make_encoder("xmopa_crystal", small, **{"element_features": table, "dtype": dtype,
-                                                           **common.encoder_overrides(s, "crystal")}),
+    encoders = {  # each replaceable by name: config.system.encoder_overrides.<modality>.name
+        "crystal": common.configured_encoder(s, "crystal", "xmopa_crystal", small, dtype, element_features=table),
         # linear projection of the frozen [CLS] embedding to system.text_dim (150; 16 in :small)
-        "text": make_encoder("xmopa_text", False, **{"out_dim": int(s.get("text_dim", 16 if small else 150)),
-                                                     "dtype": dtype,
-                                                     **common.encoder_overrides(s, "text")}),
-        "xrd": make_encoder("xmopa_xrd", small, **{"dtype": dtype, **common.encoder_overrides(s, "xrd")}),
+        "text": common.configured_encoder(s, "text", "xmopa_text", False, dtype,
+                                          out_dim=int(s.get("text_dim", 16 if small else 150))),
+        "xrd": common.configured_encoder(s, "xrd", "xmopa_xrd", small, dtype),
     }
     latent = int(s.latent_dim)
     projections = {m: MLP((), latent, dtype=dtype) for m in MODALITIES}

@@ -136,3 +136,22 @@ def test_text_width_is_a_config_key(setup):
     assert shapes["encoder"]["encoder_text"]["fc_0"]["kernel"].shape[-1] == 24
     assert shapes["encoder"]["head"]["head_gap"]["fc_0"]["kernel"].shape[0] == 16 + 24 + 16
     assert shapes["latent"]["head"]["head_gap"]["fc_0"]["kernel"].shape[0] == 3 * 32
+
+
+def test_an_encoder_is_named_in_the_config(setup):
+    """``encoder_overrides.<modality>.name`` builds another encoder for that modality (here the
+    XRD fully-convolutional net instead of the CNN), with the other keys as its arguments; the
+    system's wiring of its default encoder is not passed to it; it trains (finite loss and
+    gradients); an unknown name is one error."""
+    _, _, batch, _, _ = setup
+    default = xmopa.make_system(_config())
+    named = xmopa.make_system(_config(encoder_overrides={"crystal": {"n_conv": 1},
+                                                         "xrd": {"name": "xrd_fcn", "embed_dim": 12}}))
+    assert type(default.encoders["xrd"]).__name__ == "XrdCNN" and type(named.encoders["xrd"]).__name__ == "XrdFCN"
+    params = jax.jit(named.init)(jax.random.PRNGKey(0), batch)
+    assert params["projection_xrd"]["out"]["kernel"].shape == (12, 32)  # FCN's 12-d output -> the 32-d latent
+    loss, _, grads, z = jax.jit(loss_grads_embed(named))(params, batch)
+    assert np.isfinite(float(loss)) and z["xrd"].shape == (N, 32)
+    assert all(np.isfinite(np.asarray(g)).all() for g in jax.tree.leaves(grads["encoder_xrd"]))
+    with pytest.raises(ValueError, match=r"encoder_overrides.xrd.name='xrd_nope'"):
+        xmopa.make_system(_config(encoder_overrides={"xrd": {"name": "xrd_nope"}}))
