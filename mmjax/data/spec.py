@@ -308,5 +308,13 @@ def xrd_tokens(config, encoder: dict, where: str, default_patch: int) -> dict:
     for part in where.split(".")[1:]:  # "config.system.xrd" -> config.system.xrd
         section = section[part] if section is not None and part in section else None
     if section is not None and "num_tokens" not in section:  # the derived value, in the config a run saves
-        section["num_tokens"] = tokens
+        unlocked = getattr(config, "unlocked", None)  # the CLI locks its config; this key is derived
+        try:
+            if unlocked is not None:
+                with unlocked():
+                    section["num_tokens"] = tokens
+            else:
+                section["num_tokens"] = tokens
+        except (KeyError, TypeError, AttributeError):  # a frozen config: nothing written
+            pass
     return {**encoder, "num_tokens": tokens}

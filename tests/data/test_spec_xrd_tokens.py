@@ -40,3 +40,11 @@ def test_systems_take_the_tokens_from_the_grid(name, section):
     with pytest.raises(ValueError, match=rf"config.system.{section}.patch_size=250 does not divide"):
         build_system(c)
     assert np.isclose(c.data.features.xrd_step, 0.03)
+
+
+def test_a_locked_config_gets_the_derived_tokens_too():
+    """The command line locks its config: the derived count is still written (no KeyError)."""
+    c = load_config("configs/xxact.py:small")
+    c.lock()
+    build_system(c)
+    assert c.system.xrd.num_tokens == 17
