@@ -81,7 +81,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from mmjax.config_file import load_config  # noqa: E402 (the checkout's mmjax)
 from mmjax.eval.matbench import DEFAULT_DOWNSTREAM  # noqa: E402
-from mmjax.train.config import ADDED_KEYS  # noqa: E402
+from mmjax.train.loop import config_differences  # noqa: E402
 SHARED = ROOT.parent / "shared" / "data"
 LABELS = SHARED / "matbench" / "matbench_perovskites.json.bz2"
 STRUCTURES = SHARED / "perovskites" / "labelled.csv.gz"
@@ -352,14 +352,11 @@ def check_pretraining_request(workdir: pathlib.Path, request: dict) -> None:
     if not started:
         return
     old = json.loads(path.read_text()) if path.exists() else None
-    if old is not None and isinstance(old.get("system"), dict):  # system keys added since: their old value
-        flat = {f"system.{k}": v for k, v in old["system"].items()}
-        for key, was in ADDED_KEYS.items():
-            name = key.split(".", 1)[1]
-            if key.startswith("system.") and name not in old["system"] and name in request.get("system", {}) \
-                    and was(flat) is not None:
-                old["system"][name] = was(flat)
-        old["system"] = {k: v for k, v in old["system"].items() if k not in HEAD_ONLY_KEYS}
+    if old is not None and isinstance(old.get("system"), dict):
+        # the system config compares as a resume does (keys added since take their old value)
+        system_old = {k: v for k, v in old["system"].items() if k not in HEAD_ONLY_KEYS}
+        if not config_differences({"system": system_old}, {"system": request.get("system", {})}, ignore=()):
+            old = {**old, "system": request.get("system", {})}
     if old == request:
         return
     if old is None:
