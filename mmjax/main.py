@@ -8,10 +8,17 @@ environment (see `mmjax.train.mesh.distributed_settings` and ``launch/``).
 import sys
 import warnings
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
+from mmjax.data.material import RecordError
+from mmjax.train.checkpoint import CheckpointMismatch, NoUsableCheckpoint
+from mmjax.train.loop import ConfigMismatch, TrainingDiverged
+from mmjax.train.memory import StepTooLarge
+from mmjax.train.mesh import initialize_distributed
 from mmjax.train.modes import MODES
+from mmjax.train.optim import build_optimizer
+from mmjax.train.workdir_lock import WorkdirBusy
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Python config file (get_config()).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output folder: checkpoints, logs, results.")
@@ -26,8 +33,6 @@ flags.mark_flags_as_required(["config", "workdir"])
 def validate_config(config) -> None:
     """Reject out-of-range values before any work (featurising, compiling): the optimiser and its
     schedule are built once here (cheap, no parameters), and the run lengths checked."""
-    from mmjax.train.optim import build_optimizer
-
     steps = int(config.train.steps)
     if steps < 1:
         raise ValueError(f"config.train.steps={steps}: must be >= 1")
@@ -44,12 +49,6 @@ def validate_config(config) -> None:
 def user_errors() -> tuple:
     """Exceptions that describe a problem with the user's input (config, data, checkpoint, run):
     printed as one line without a traceback unless ``--verbosity`` >= 1."""
-    from mmjax.data.material import RecordError
-    from mmjax.train.checkpoint import CheckpointMismatch, NoUsableCheckpoint
-    from mmjax.train.loop import ConfigMismatch, TrainingDiverged
-    from mmjax.train.memory import StepTooLarge
-    from mmjax.train.workdir_lock import WorkdirBusy
-
     return (ValueError, KeyError, FileNotFoundError, RecordError, CheckpointMismatch, NoUsableCheckpoint,
             ConfigMismatch, TrainingDiverged, WorkdirBusy, StepTooLarge)
 
@@ -64,14 +63,12 @@ def one_line_warning(message, category, filename, lineno, file=None, line=None):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from absl import logging
 
     verbose = flags.FLAGS["verbosity"].present and flags.FLAGS.verbosity >= 1
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
     if not verbose:
         warnings.showwarning = one_line_warning
-    from mmjax.train.mesh import initialize_distributed
 
     try:
         validate_config(_CONFIG.value)

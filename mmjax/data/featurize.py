@@ -23,9 +23,11 @@ import multiprocessing
 import os
 import pathlib
 import time
+import warnings
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from mmjax.data import modalities as registry
 from mmjax.data import store, store_writer
@@ -207,7 +209,7 @@ def target_value(record_id: str, name: str, value: Any) -> np.ndarray | None:
 def material_from_text(item: tuple) -> Material:
     """Worker-side parser for raw items ``(id, structure_text)`` or ``(id, structure_text, targets)``:
     POSCAR or CIF text -> ``Material`` (pass as ``featurize_dataset(..., parse=material_from_text)``)."""
-    from mmjax.data.sources.structure_text import parse_structure
+    from mmjax.data.sources.structure_text import parse_structure  # lazy: mmjax.data.sources costs ~2.4 s
 
     rid, text = str(item[0]), item[1]
     targets = dict(item[2]) if len(item) > 2 and item[2] else {}
@@ -265,8 +267,6 @@ def _featurize_chunk(spec: FeatureSpec, parse, chunk: list) -> list:
 def _worker_init(modules: tuple[str, ...] = ()) -> None:
     """Quiet warnings, one thread, and import ``modules`` (those that register the dense
     modalities of this run: a spawned worker starts without them)."""
-    import warnings
-
     warnings.filterwarnings("ignore")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     registry.import_modules(modules)
@@ -344,8 +344,6 @@ def featurize_dataset(
     neighbour inside the cutoff) are logged and listed in ``manifest.warnings``. Returns the
     (shard) manifest.
     """
-    from tqdm.auto import tqdm
-
     if num_workers < 0 or chunk_size < 1:
         raise ValueError("num_workers must be >= 0 and chunk_size >= 1")
     out = pathlib.Path(out_dir)

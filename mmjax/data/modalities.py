@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib
+import importlib.util
 import inspect
 import re
 from typing import Callable
@@ -154,8 +155,6 @@ def worker_modules(names) -> tuple[tuple[str, ...], list[str]]:
     featurisation worker imports so that they exist there, and the names of those whose module a
     fresh interpreter cannot import by name (registered in ``__main__``, a config file or an
     interactive session: featurise those in this process)."""
-    import importlib.util
-
     modules, bad = set(), []
     for name in names:
         module = _REGISTRY[name].module

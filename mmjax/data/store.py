@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import importlib.metadata
 import json
 import os
 import pathlib
@@ -38,6 +39,8 @@ import sys
 from typing import Any, Iterable, Sequence
 
 import numpy as np
+
+import mmjax
 
 from mmjax.data.material import RecordError
 from mmjax.data.store_statistics import column_moments, scaled, update_statistics
@@ -159,10 +162,6 @@ class Manifest:
 
 def provenance(spec: Any = None, sources: Sequence[str] | None = None, command: str | None = None) -> dict:
     """Provenance block: sources, spec (a dict), UTC creation time, versions, command line."""
-    import importlib.metadata
-
-    import mmjax
-
     version = getattr(mmjax, "__version__", None)
     if version is None:  # e.g. imported as a namespace package through an editable install
         try:

@@ -27,14 +27,19 @@ that holds the tokenised text), and each bucket runs through ONE jit-compiled fo
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import re
 from collections.abc import Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from mmjax.data.features.text import normalize_text
+from mmjax.data.store import Dataset
 
 logger = logging.getLogger(__name__)
 
@@ -291,14 +296,10 @@ class HashingTextEmbedder:
 
     @staticmethod
     def _tokens(text: str) -> list[str]:
-        import re
-
         words = re.findall(r"[\w.+-]+", text.lower())
         return words + [f"{a} {b}" for a, b in zip(words, words[1:])]
 
     def __call__(self, texts: Sequence[str], params=None) -> np.ndarray:
-        import hashlib
-
         out = np.zeros((len(texts), self.hidden_size), np.float32)
         for row, text in enumerate(texts):
             counts: dict[int, float] = {}
@@ -378,9 +379,6 @@ def embed_dataset(
     (rows without text are zeros and marked absent). The store raises when ``column`` exists
     and not ``overwrite``.
     """
-    from mmjax.data.features.text import normalize_text
-    from mmjax.data.store import Dataset
-
     dataset = Dataset.open(os.fspath(dataset_dir))
     if column in dataset.keys and not overwrite:
         raise ValueError(f"dataset {dataset_dir} already has column {column!r}; pass overwrite=True")

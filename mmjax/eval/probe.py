@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from mmjax.eval.analyses import per_class_accuracy
 from mmjax.eval.finetune import fit_with_early_stopping
 from mmjax.eval.report import format_table, new_figure, save_figure, write_json
 
@@ -335,8 +336,6 @@ def evaluate_classification_probe(
     accuracy, balanced accuracy and per-class test accuracy (XxaCT-NN Table 4 layout).
     Returns (results, text table).
     """
-    from mmjax.eval.analyses import per_class_accuracy
-
     (xtr, ltr), (xva, lva), (xte, lte) = splits["train"], splits["val"], splits["test"]
     head, accs = logistic_probe(xtr, ltr, xva, lva, n_classes, weight_decays, **head_kwargs)
     pred = head.predict(xte)

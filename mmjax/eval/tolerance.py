@@ -23,6 +23,7 @@ import warnings
 from typing import Mapping
 
 import numpy as np
+from pymatgen.core import Element, Species
 
 from mmjax.data.material import RecordError
 
@@ -40,8 +41,6 @@ def shannon_radius(element: str, oxidation_state: int, coordination: str) -> flo
 
     Raises KeyError (with the ion named) when the table has no entry.
     """
-    from pymatgen.core import Species
-
     sp = Species(element, oxidation_state)
     for spin in ("", "High Spin", "Low Spin"):
         try:
@@ -84,8 +83,6 @@ def _cation_sites(structure, anions: set[str]) -> tuple[int, int]:
 
 def _oxidation_candidates(a: str, b: str, total: int):
     """(ox_A, ox_B) pairs with ox_A + ox_B = total, common states first, then lower A valence."""
-    from pymatgen.core import Element
-
     ea, eb = Element(a), Element(b)
     pairs = []
     for oa in ea.oxidation_states:

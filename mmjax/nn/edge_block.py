@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from mmjax.nn.activations import sigmoid, softplus
+from mmjax.nn.batch_norm import _psum, masked_moments
 
 LN_EPS = 1e-5
 
@@ -152,8 +153,6 @@ def bn_gated_edge_sum(P, Q, U, scale, bias, senders, receivers, edge_mask, eps: 
 
 
 def _bn_forward(P, Q, U, scale, bias, senders, receivers, edge_mask, eps):
-    from mmjax.nn.batch_norm import masked_moments
-
     dtype = P.dtype
     a = P.shape[-1] // 2
     g = _pre_activation(P, Q, U, senders, receivers)
@@ -169,8 +168,6 @@ def _bn_forward(P, Q, U, scale, bias, senders, receivers, edge_mask, eps):
 
 
 def _bn_bwd(eps, res, cotangents):
-    from mmjax.nn.batch_norm import _psum
-
     dout, dmean, dvar, _ = cotangents
     xhat, rstd, n, s, sp, scale, bias, senders, receivers, edge_mask = res
     dtype, a, n_nodes = dout.dtype, dout.shape[-1], dout.shape[0]
@@ -200,8 +197,6 @@ bn_gated_edge_sum.defvjp(_bn_forward, _bn_bwd)
 
 def bn_gated_edge_sum_reference(P, Q, U, scale, bias, senders, receivers, edge_mask, eps: float = 1e-5):
     """Plain autodiff version of `bn_gated_edge_sum` (tests, and a readable definition)."""
-    from mmjax.nn.batch_norm import masked_moments
-
     a = P.shape[-1] // 2
     g = _pre_activation(P, Q, U, senders, receivers)
     mean, var, n = masked_moments(g, edge_mask)

@@ -28,7 +28,7 @@ import numpy as np
 
 from mmjax.data import modalities
 from mmjax.data.features.elements import element_features
-from mmjax.data.spec import xrd_tokens
+from mmjax.data.spec import config_target_dims, config_targets, xrd_tokens
 from mmjax.nn import CGCNN, CrabNet, XrdTransformer, make_encoder
 from mmjax.nn.heads import CrabNetHead
 from mmjax.systems.common import MultimodalSystem, compute_dtype, config_dict, init_modality, modality_inputs
@@ -113,8 +113,6 @@ def _encoder_kwargs(config: ml_collections.ConfigDict) -> dict:
 
 
 def _outputs(config) -> dict[str, int | tuple[int]]:
-    from mmjax.data.spec import config_target_dims, config_targets
-
     return task_outputs(config_targets(config), dims=config_target_dims(config))
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import ml_collections
 
+from mmjax.data.features.elements import element_features
 from mmjax.objectives import (all_pairs_clip, anchored_clip, barlow_twins, barlow_twins_3d, info_nce,
                               tensor_clip)
 from mmjax.systems import common
@@ -124,8 +125,6 @@ def make_system(config: ml_collections.ConfigDict) -> MultiMat:
     dtype = common.compute_dtype(config)
     table = None
     if s.get("element_features", "cgcnn92") == "cgcnn92":
-        from mmjax.data.features.elements import element_features
-
         table = element_features("cgcnn92")
     encoders = {m: _encoder(m, small, dtype, int(s.latent_dim), table, s) for m in s.modalities}
     return MultiMat(

@@ -34,6 +34,7 @@ from __future__ import annotations
 import jax
 import ml_collections
 
+from mmjax.data.features.elements import element_features
 from mmjax.nn import CrossModalPredictors
 from mmjax.nn.heads import MLP
 from mmjax.objectives import all_pairs_clip, cross_modal_prediction, vicreg
@@ -104,8 +105,6 @@ def make_system(config: ml_collections.ConfigDict) -> XMoPA:
     dtype = common.compute_dtype(config)
     table = None
     if s.get("element_features", "cgcnn92") == "cgcnn92":
-        from mmjax.data.features.elements import element_features
-
         table = element_features("cgcnn92")
     encoders = {  # each replaceable by name: config.system.encoder_overrides.<modality>.name
         "crystal": common.configured_encoder(s, "crystal", "xmopa_crystal", small, dtype, element_features=table),

@@ -40,6 +40,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from mmjax.data.spec import config_target_dims, config_targets, xrd_tokens
 from mmjax.nn import CrabNet, CrossAttentionFusion, MultiTaskHead, MXMHead, XrdTransformer
 from mmjax.objectives import info_nce, masked_xrd_loss, multitask_loss, sample_task, sample_token_mask
 from mmjax.objectives.temperature import LearnableTemperature
@@ -267,8 +268,6 @@ def make_xxact(config: ml_collections.ConfigDict) -> XxactSystem:
     """Factory: ``config.system.{composition, xrd, fusion}`` (module kwargs), ``mask_ratio``,
     ``temperature_init``, ``learnable_temperature``, ``task_sampling``, ``remat``;
     ``config.objective.terms``; ``config.data.targets``; ``config.train.compute_dtype``."""
-    from mmjax.data.spec import config_target_dims, config_targets, xrd_tokens
-
     s = config.system
     dtype = compute_dtype(config)
     remat = bool(s.get("remat", False))

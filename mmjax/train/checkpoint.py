@@ -28,6 +28,8 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from absl import logging as absl_logging
+from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers as ocm
 
 PyTree = Any
@@ -350,8 +352,6 @@ def _cpu_serial_array_writes() -> None:
     global _cpu_handler_installed
     if _cpu_handler_installed or jax.default_backend() != "cpu":
         return
-    from absl import logging as absl_logging
-
     verbosity = absl_logging.get_verbosity()
     absl_logging.set_verbosity(absl_logging.ERROR)  # the override is intended; skip orbax's warning
     try:
@@ -364,8 +364,6 @@ def _cpu_serial_array_writes() -> None:
 
 def _sync(name: str) -> None:
     if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
         multihost_utils.sync_global_devices(name)
 
 
@@ -374,8 +372,6 @@ class _QuietOrbax:
     checkpoint it wrote itself) silenced for one block; errors still raise."""
 
     def __enter__(self):
-        from absl import logging as absl_logging
-
         self._absl, self._level = absl_logging, absl_logging.get_verbosity()
         absl_logging.set_verbosity(absl_logging.ERROR)
 

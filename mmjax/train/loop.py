@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterable
 
 import jax
 import ml_collections
+from jax.experimental import multihost_utils
 import numpy as np
 
 from mmjax.train import mesh as mesh_lib
@@ -94,8 +95,6 @@ def evaluate(eval_step: Callable, params: PyTree, batches: Iterable, mesh, rng: 
         # batch's global count of real samples, summed over the processes' local rows
         w = float(np.asarray(host_batch["slot_valid"]).sum())
         if jax.process_count() > 1:
-            from jax.experimental import multihost_utils
-
             w = float(np.sum(multihost_utils.process_allgather(np.asarray(w, np.float64))))
         m = jax.device_get(eval_step(params, mesh_lib.host_to_global(host_batch, mesh), rng))
         if w == 0:

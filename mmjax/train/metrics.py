@@ -12,6 +12,8 @@ import time
 from typing import Mapping
 
 import jax
+from tensorboardX import SummaryWriter
+from tqdm.auto import tqdm
 
 
 def _clean(value) -> float | None:
@@ -33,7 +35,6 @@ class MetricWriter:
         if self.enabled:
             os.makedirs(workdir, exist_ok=True)
             self._fh = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")
-            from tensorboardX import SummaryWriter
 
             self._tb = SummaryWriter(os.path.join(workdir, "tb"))
 
@@ -72,8 +73,6 @@ class Progress:
 
     def update(self, n: int, **postfix) -> None:
         if self.bar is None and self._pending is not None:
-            from tqdm.auto import tqdm
-
             total, initial = self._pending
             self._pending = None
             self.bar = tqdm(total=total, initial=initial + n, unit="step", dynamic_ncols=True, mininterval=1.0)

@@ -30,10 +30,11 @@ from typing import Callable
 import jax
 import ml_collections
 
+from mmjax.data.cache import featurize_shard, prepare_dataset
 from mmjax.systems import build_system
 from mmjax.train.data import build_iterator, peek
 from mmjax.train.inference import heads_metrics, run_embed, run_evaluate, run_predict
-from mmjax.train.loop import train
+from mmjax.train.loop import ConfigMismatch, _finite_or_none, train
 
 
 PRETRAIN_DIR = "pretrain"
@@ -148,8 +149,6 @@ def _refuse_pretraining_after_the_fact(config, workdir: str, pre_dir: str) -> No
         return
     has = lambda d: os.path.isdir(d) and any(n.isdigit() for n in os.listdir(d))  # noqa: E731
     if has(os.path.join(workdir, "checkpoints")) and not has(os.path.join(pre_dir, "checkpoints")):
-        from mmjax.train.loop import ConfigMismatch
-
         raise ConfigMismatch(
             f"{workdir} holds checkpoints of a run without a pretraining stage, and this config pretrains "
             f"(pretrain.steps={_pretrain_steps(config)}). Use another --workdir, pass --config.pretrain.steps=0 "
@@ -219,8 +218,6 @@ def _supervised(cfg, workdir, input_path):
 
 def run_featurize(config: ml_collections.ConfigDict, workdir: str, input_path: str | None = None) -> dict:
     """Featurise ``config.data`` (or `input_path`) into the cache; returns the manifest counts."""
-    from mmjax.data.cache import featurize_shard, prepare_dataset
-
     num_shards = int(config.data.get("num_shards", 1))
     if num_shards > 1:  # one task of a cluster job array (or the final merge with shard_index=-1)
         out = featurize_shard(config, os.path.abspath(workdir), int(config.data.get("shard_index", 0)), num_shards,
@@ -235,8 +232,6 @@ def run_featurize(config: ml_collections.ConfigDict, workdir: str, input_path: s
 
 
 def _write_summary(workdir: str, summary: dict) -> None:
-    from mmjax.train.loop import _finite_or_none
-
     if jax.process_index() == 0:
         with open(os.path.join(workdir, "summary.json"), "w", encoding="utf-8") as fh:
             json.dump(_finite_or_none(summary), fh, indent=2)

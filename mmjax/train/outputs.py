@@ -6,6 +6,7 @@ from typing import Callable
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 from mmjax.train import mesh as mesh_lib
 from mmjax.train.step import make_apply_fn
@@ -33,8 +34,6 @@ def collect_outputs(method: Callable, params, params_shardings, mesh, iterator, 
                 m = batch["target_mask"][name]
                 out[f"target_mask/{name}"] = m.reshape(-1, *m.shape[2:])
         if jax.process_count() > 1:
-            from jax.experimental import multihost_utils
-
             out = multihost_utils.process_allgather(out, tiled=True)
         out = {k: np.asarray(v) for k, v in jax.device_get(out).items()}
         n = out["slot_valid"].shape[0]

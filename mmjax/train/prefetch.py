@@ -30,6 +30,8 @@ from typing import Any, Callable, Iterator
 import jax
 import numpy as np
 
+from mmjax.train import mesh as mesh_lib
+
 PyTree = Any
 
 _END = object()  # queue marker: the stream ended (StopIteration or `limit` reached)
@@ -211,8 +213,6 @@ def batch_put_fn(mesh) -> Callable[[PyTree], PyTree]:
     Raises:
       ValueError: a leaf without the leading local-device axis (as `host_to_global`).
     """
-    from mmjax.train import mesh as mesh_lib
-
     if jax.process_count() > 1:
         return lambda b: mesh_lib.host_to_global(b, mesh)
     sharding = mesh_lib.batch_sharding(mesh)

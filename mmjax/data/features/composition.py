@@ -8,11 +8,10 @@ element amounts (``Composition.element_composition``).
 from __future__ import annotations
 
 import numpy as np
+from pymatgen.core import Composition, Element
 
 
 def _as_composition(obj):
-    from pymatgen.core import Composition
-
     if isinstance(obj, Composition):
         return obj
     if isinstance(obj, str):
@@ -41,7 +40,6 @@ def composition_features(composition_or_structure, max_elements: int | None = No
     amounts = comp.get_el_amt_dict()
     if not amounts:
         raise ValueError(f"composition {formula!r}: no elements")
-    from pymatgen.core import Element
 
     zs, fr = [], []
     for symbol, amount in amounts.items():

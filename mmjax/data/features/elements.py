@@ -35,6 +35,7 @@ import pathlib
 import warnings
 
 import numpy as np
+from pymatgen.core import Element
 
 Z_MAX = 100
 CGCNN_BLOCKS = (
@@ -67,7 +68,6 @@ def bin_index(value: float, lo: float, hi: float, n_bins: int = 10) -> int:
 def _element_properties(z: int) -> dict[str, float | int | None]:
     """Raw CGCNN properties of element ``z`` from pymatgen (None where unknown)."""
     from pymatgen.analysis.molecule_structure_comparator import CovalentRadius
-    from pymatgen.core import Element
 
     el = Element.from_Z(z)
     with warnings.catch_warnings():
@@ -198,8 +198,6 @@ def load_element_table(name_or_path: str) -> np.ndarray:
 
 @functools.lru_cache(maxsize=8)
 def _load_table_cached(path: str) -> np.ndarray:
-    from pymatgen.core.periodic_table import Element
-
     opener = gzip.open if path.endswith(".gz") else open
     rows: dict[int, list[float]] = {}
     with opener(path, "rt", encoding="utf-8") as fh:

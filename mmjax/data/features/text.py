@@ -27,6 +27,10 @@ import warnings
 from typing import Any
 
 import numpy as np
+from pymatgen.core import Structure
+from tokenizers.normalizers import BertNormalizer
+
+from mmjax.data.material import RecordError
 
 logger = logging.getLogger(__name__)
 
@@ -169,8 +173,6 @@ _BERT_NORMALIZER = None
 def _bert_normalizer():
     global _BERT_NORMALIZER
     if _BERT_NORMALIZER is None:
-        from tokenizers.normalizers import BertNormalizer
-
         _BERT_NORMALIZER = BertNormalizer(
             clean_text=True, handle_chinese_chars=True, strip_accents=True, lowercase=False
         )
@@ -395,17 +397,11 @@ def describe_with_reason(structure, use_robocrys: bool, mineral_matcher: bool, t
 
 
 def check_structure(structure, record_id) -> None:
-    from pymatgen.core import Structure
-
     if not isinstance(structure, Structure):
-        from mmjax.data.material import RecordError
-
         raise RecordError(
             str(record_id), f"needs a pymatgen Structure to describe, got {type(structure).__name__}"
         )
     if len(structure) == 0:
-        from mmjax.data.material import RecordError
-
         raise RecordError(str(record_id), "structure has no sites")
 
 

@@ -16,6 +16,7 @@ import functools
 import warnings
 
 import numpy as np
+from pymatgen.core import Element
 
 
 class EmptyPatternWarning(UserWarning):
@@ -93,8 +94,6 @@ def _wavelength(wavelength) -> float:
 def _element_params(symbol: str) -> tuple[int, np.ndarray]:
     """(Z, coefficients float64 [4, 2] of (a_k, b_k)) from pymatgen's atomic_scattering_params.json."""
     from pymatgen.analysis.diffraction.xrd import ATOMIC_SCATTERING_PARAMS
-    from pymatgen.core import Element
-
     if symbol not in ATOMIC_SCATTERING_PARAMS:
         raise ValueError(f"no X-ray scattering coefficients for {symbol!r}")
     return Element(symbol).Z, np.asarray(ATOMIC_SCATTERING_PARAMS[symbol], dtype=np.float64)

@@ -20,14 +20,13 @@ from mmjax.data.sources.csv import read_csv
 from mmjax.data.sources.matbench import MATBENCH_TASKS, load_matbench, matbench_mbid, read_matbench
 from mmjax.data.sources.mp import parse_charge_density, parse_dos, read_mp_json
 from mmjax.data.sources.poscar_json import read_poscar_json
+from mmjax.data.sources.prototypes import generate_prototypes
 from mmjax.data.sources.result import ReadResult, SourceError
 from mmjax.data.sources.structure_text import detect_format, parse_structure
 
 
 def read_prototypes(n: int = 3000, seed: int = 0, **kwargs: Any) -> ReadResult:
-    """The embedded default dataset: ``prototypes.generate_prototypes(n, seed)`` (imported lazily)."""
-    from mmjax.data.sources.prototypes import generate_prototypes
-
+    """The embedded default dataset: ``prototypes.generate_prototypes(n, seed)``."""
     return ReadResult(list(generate_prototypes(n=n, seed=seed, **kwargs)), [])
 
 

@@ -9,6 +9,7 @@ import dataclasses
 import functools
 
 import numpy as np
+from pymatgen.core import Lattice, Structure
 
 # --------------------------------------------------------------------------------------------
 # Ion tables: (element, formal oxidation state).
@@ -158,8 +159,6 @@ def _wyckoff(ops, xyz):
 
 @functools.cache
 def templates() -> dict[str, Template]:
-    from pymatgen.core import Lattice, Structure
-
     t: dict[str, Template] = {}
     t["rocksalt"] = Template(_fcc_primitive(5.64), np.array([[0, 0, 0], [0.5, 0.5, 0.5]]),
                               ("A", "X"), {"A": "VI", "X": "VI"})

@@ -68,6 +68,7 @@ import os
 import warnings
 
 import numpy as np
+from pymatgen.core import Element, Lattice, Species, Structure
 
 from mmjax.data.material import Material
 from mmjax.data.schema import CRYSTAL_SYSTEMS
@@ -98,8 +99,6 @@ def _shannon_radius(symbol: str, oxi: int, cn: str, low_spin_first: bool) -> flo
     closest to ``cn`` (roman numerals; "IVPY"/"IVSQ" count as IV; ties prefer the higher CN).
     Among spin states the low-spin entry is preferred when ``low_spin_first`` (ions bonded to
     soft, covalent anions), the high-spin one otherwise. None when the ion is not tabulated."""
-    from pymatgen.core import Element
-
     table = Element(symbol).data.get("Shannon radii", {}).get(str(oxi))
     if not table:
         return None
@@ -121,8 +120,6 @@ def _shannon_radius(symbol: str, oxi: int, cn: str, low_spin_first: bool) -> flo
 def _neutral_radius(symbol: str, bonding: str) -> float:
     """Metallic (12-coordinate, falling back to the empirical atomic radius) or covalent
     (Cordero, as shipped with pymatgen) radius of an element, Angstrom."""
-    from pymatgen.core import Element
-
     if bonding == "metallic":
         el = Element(symbol)
         return float(el.metallic_radius or el.atomic_radius)
@@ -177,8 +174,6 @@ def _contact_scale(lattice, frac, radii, charges):
 
 def _distorted_lattice(rng: np.random.Generator, system: str) -> np.ndarray:
     """Unit-scale lattice [3, 3] of the given system with clearly non-cubic parameters."""
-    from pymatgen.core import Lattice
-
     def ratio(lo, hi):
         return float(rng.uniform(lo, hi))
 
@@ -233,8 +228,6 @@ def build_prototype(name: str, species: dict[str, tuple[str, int]]):
     ``PROTOTYPE_WEIGHTS`` not starting with "distorted-") with ``species``: role -> (element,
     formal oxidation state); roles are given by ``prototype_roles(name)``. Sites carry plain
     elements. E.g. ``build_prototype("rocksalt", {"A": ("Na", 1), "X": ("Cl", -1)})``."""
-    from pymatgen.core import Structure
-
     cells = templates()
     if name not in cells:
         raise ValueError(f"unknown prototype {name!r}; choose from {sorted(cells)}")
@@ -295,8 +288,6 @@ def _quiet_spglib():
 
 @functools.cache
 def _atomic_mass(symbol: str) -> float:
-    from pymatgen.core import Element
-
     return float(Element(symbol).atomic_mass)
 
 
@@ -331,8 +322,6 @@ def generate_one(index: int, seed: int = 0, strain_fraction: float = 0.2) -> Mat
     Returns a Material with id "proto-%06d", an ordered pymatgen Structure (1-14 atoms, plain
     elements), float targets (see module docstring) and provenance in ``meta``.
     """
-    from pymatgen.core import Species, Structure
-
     rng = np.random.default_rng([int(seed), int(index)])
     names = list(PROTOTYPE_WEIGHTS)
     weights = np.array([PROTOTYPE_WEIGHTS[k] for k in names])
