@@ -18,6 +18,10 @@ command resumes a partly finished set of tasks; a task cut off mid-way continues
 finished epoch from ``resume/`` (a checkpoint per epoch: train state, SWA state, data position;
 refused naming the key if the settings changed) and ends with the uninterrupted run's result.
 Element slots: the largest element count among the task's formulas (CrabNet's "infer").
+``--packed-tokens`` (default ``auto``): the transformer and the per-element head run on each batch's
+real element tokens only (`mmjax.nn.packing`; same values and gradients, ~2.3x less time per step on
+AFLOW band gap, where 8 slots hold 3.1 elements on average); ``0`` pads as CrabNet does. The dropout
+masks are drawn for the packed shape, so a run's random stream differs from a padded run's.
 
 Data: ../shared/data/crabnet_benchmarks/<task>/{train,val,test}.csv.gz (columns formula, target),
 read with `mmjax.data.sources.read_csv` and featurised once (composition EDM: element indices +
@@ -205,11 +209,19 @@ def run_paper_recipe(task: str, args, hardware: dict, command: str) -> dict | No
     if args.quick:
         config.system.encoder.update(QUICK_ENCODER)
         config.system.head_hidden = (64, 32)
+    if args.packed_tokens == "auto":
+        from mmjax.eval.crabnet_protocol import crabnet_batch_size
+        from mmjax.nn.packing import auto_fraction
+
+        counts = views["train"].ragged_lengths("composition/atomic_numbers")
+        config.system.packed_tokens = auto_fraction(counts, m, crabnet_batch_size(len(views["train"])))
+    else:
+        config.system.packed_tokens = float(args.packed_tokens)
     epochs = 4 if args.quick else (args.epochs_paper or PAPER_EPOCHS)
     epochs_step = 1 if args.quick else args.epochs_step
     print(f"\n== {task} (CrabNet recipe): train {len(views['train'])}, val {len(views['val'])}, "
           f"test {len(views['test'])} rows, {m} element slots, at most {epochs} epochs, "
-          f"CyclicLR half-cycle {epochs_step} epoch(s)")
+          f"CyclicLR half-cycle {epochs_step} epoch(s), packed tokens {config.system.packed_tokens:.3g} of the slots")
     res = fit_predict_crabnet(config, views["train"], views["val"], views["test"], target="target", epochs=epochs,
                               epochs_step=epochs_step, seed=args.seed, log=print if args.verbose else None, progress_path=str(progress),
                               resume_dir=str(resume))
@@ -271,7 +283,18 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs-step", type=int, default=PAPER_EPOCHS_STEP,
                     help="with --paper-recipe: CrabNet's epochs_step, the CyclicLR half-cycle in epochs (SWA every "
                          "2 x epochs_step epochs); 10 = the code behind Table 2, 1 = later CrabNet code")
+    ap.add_argument("--packed-tokens", default="auto",
+                    help="with --paper-recipe: config.system.packed_tokens, the transformer and head run on the real "
+                         "element tokens packed into this fraction of the slots (same values; 'auto' = from the "
+                         "training set's element counts, 0 = padded as CrabNet pads)")
     args = ap.parse_args(argv)
+    if args.packed_tokens != "auto":
+        try:
+            value = float(args.packed_tokens)
+        except ValueError:
+            value = -1.0
+        if not 0.0 <= value <= 1.0:
+            ap.error(f"--packed-tokens: 'auto' or a fraction in [0, 1], got {args.packed_tokens!r}")
     if args.d_model and not args.small:
         ap.error("--d-model applies to the --small model")
     tasks = []

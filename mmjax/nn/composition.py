@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mmjax.nn.basis import fractional_encoding
+from mmjax.nn.packing import pack, unpack
 from mmjax.nn.transformer import TransformerEncoder, masked_mean, uniform_init
 
 Dtype = Any
@@ -44,6 +45,10 @@ class CrabNet(nn.Module):
       return_tokens: also return ``tokens [B, T, d_out]`` and ``token_mask bool [B, T]``
       (T = M, or M + 1 with the [CLS] first).
       Returns float32 [B, d_out] (or the 3-tuple). ``d_out = out_dim or d_model``.
+      token_index [T] (`mmjax.nn.packing.pack_index` of ``mask``): the transformer and
+      ``out_proj`` run on the T packed element tokens only (same values, less work where most
+      slots are padding); ``return_tokens`` then gives the packed tokens ``[T, d_out]`` (zeros in
+      unused entries) and ``mask``. Not with ``use_cls_token``.
     """
 
     d_model: int = 512
@@ -67,7 +72,9 @@ class CrabNet(nn.Module):
 
     @nn.compact
     def __call__(self, atomic_numbers, fractions, mask, deterministic: bool = True,
-                 return_tokens: bool = False):
+                 return_tokens: bool = False, token_index=None):
+        if token_index is not None and self.use_cls_token:
+            raise ValueError("CrabNet: token packing (token_index) does not support use_cls_token")
         mask = mask.astype(bool)
         z = jnp.where(mask, atomic_numbers, 0)
         frac = jnp.where(mask, fractions.astype(jnp.float32), 0.0)
@@ -97,12 +104,19 @@ class CrabNet(nn.Module):
             cls = self.param("cls_token", nn.initializers.normal(0.02), (1, 1, self.d_model), self.param_dtype)
             x = jnp.concatenate([jnp.broadcast_to(cls.astype(x.dtype), (x.shape[0], 1, self.d_model)), x], axis=1)
             token_mask = jnp.concatenate([jnp.ones((mask.shape[0], 1), bool), mask], axis=1)
+        if token_index is not None:
+            x = pack(x, token_index)
         x = TransformerEncoder(self.num_layers, self.num_heads, self.mlp_dim, activation=self.activation,
                                pre_norm=self.pre_norm, dropout_rate=self.dropout_rate, remat=self.remat,
                                dtype=self.dtype, param_dtype=self.param_dtype, torch_init=self.torch_init,
-                               name="encoder")(x, token_mask, deterministic)
+                               name="encoder")(x, token_mask, deterministic, token_index)
         if self.out_dim is not None:
             x = nn.Dense(self.out_dim, dtype=self.dtype, param_dtype=self.param_dtype, name="out_proj")(x)
+        if token_index is not None:
+            valid = token_index < mask.size
+            packed = jnp.where(valid[:, None], x.astype(jnp.float32), 0.0)
+            pooled = masked_mean(unpack(packed, token_index, *mask.shape), mask)
+            return (pooled, packed, mask) if return_tokens else pooled
         x = jnp.where(token_mask[..., None], x.astype(jnp.float32), 0.0)
         pooled = x[:, 0] if self.use_cls_token else masked_mean(x, mask)
         if return_tokens:

@@ -8,6 +8,7 @@ from typing import Any, Mapping, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from mmjax.nn.packing import unpack
 from mmjax.nn.transformer import get_activation, uniform_init
 
 Dtype = Any
@@ -237,6 +238,8 @@ class CrabNetHead(nn.Module):
     per target (default 1 each); ``vectors``: which targets are vectors (their outputs keep a
     component axis, even of width 1).
     Call: tokens [B, M, d], mask bool [B, M] -> {name: [B] (vector: [B, d]), name + "/log_sigma": same}.
+    Packed (``token_index`` [T], `mmjax.nn.packing`): tokens [T, d] are the packed element tokens;
+    the residual network runs on those T rows only, then they go back to [B, M] for the average.
     """
 
     targets: Sequence[str] = ("target",)
@@ -247,13 +250,15 @@ class CrabNetHead(nn.Module):
     vectors: Sequence[bool] = ()
 
     @nn.compact
-    def __call__(self, tokens, mask):
+    def __call__(self, tokens, mask, token_index=None):
         widths = tuple(self.widths) or (1,) * len(self.targets)
         vectors = tuple(self.vectors) or (False,) * len(self.targets)
         if len(widths) != len(self.targets) or len(vectors) != len(self.targets):
             raise ValueError(f"CrabNetHead: {len(self.targets)} targets, {len(widths)} widths, {len(vectors)} vector flags")
         per = ResidualMLP(tuple(self.hidden), 3 * sum(widths), torch_init=True, dtype=self.dtype,
                           param_dtype=self.param_dtype, name="residual")(tokens)
+        if token_index is not None:
+            per = unpack(per, token_index, *mask.shape)
         pred, log_sigma = gated_element_average(per, mask)
         out, start = {}, 0
         for name, w, vec in zip(self.targets, widths, vectors):

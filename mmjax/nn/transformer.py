@@ -18,6 +18,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mmjax.nn.packing import pack, unpack
+
 Dtype = Any
 
 ACTIVATIONS: dict[str, Callable] = {
@@ -67,6 +69,9 @@ class MultiHeadAttention(nn.Module):
     Call:
       inputs_q: [B, Tq, Dq]; inputs_kv: [B, Tk, Dk]; key_mask: bool [B, Tk] or None.
       Returns [B, Tq, out_features].
+      Packed self-attention (`mmjax.nn.packing`): ``token_index`` [T] given, inputs_q =
+      inputs_kv = the packed tokens [T, D] and key_mask the batch's mask [B, S] (required); the
+      projections run on the T tokens, the attention core on [B, S]; returns [T, out_features].
     """
 
     num_heads: int
@@ -79,7 +84,9 @@ class MultiHeadAttention(nn.Module):
     torch_init: bool = False
 
     @nn.compact
-    def __call__(self, inputs_q, inputs_kv, key_mask=None, deterministic: bool = True):
+    def __call__(self, inputs_q, inputs_kv, key_mask=None, deterministic: bool = True, token_index=None):
+        if token_index is not None and (key_mask is None or inputs_q is not inputs_kv):
+            raise ValueError("packed attention (token_index) is self-attention with the batch's key_mask [B, S]")
         features = self.qkv_features or inputs_q.shape[-1]
         if features % self.num_heads:
             raise ValueError(f"qkv_features={features} not divisible by num_heads={self.num_heads}")
@@ -93,6 +100,8 @@ class MultiHeadAttention(nn.Module):
         q = dense("query", self.qkv_bias)(inputs_q)
         k = dense("key", self.qkv_bias)(inputs_kv)
         v = dense("value", self.qkv_bias)(inputs_kv)
+        if token_index is not None:  # [T, H, d] -> [B, S, H, d] for the core
+            q, k, v = (unpack(t, token_index, *key_mask.shape) for t in (q, k, v))
         logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
         logits = logits / jnp.sqrt(jnp.float32(head_dim))
         if key_mask is not None:
@@ -104,6 +113,8 @@ class MultiHeadAttention(nn.Module):
         if self.dropout_rate > 0.0 and not deterministic:
             weights = nn.Dropout(self.dropout_rate)(weights, deterministic=False)
         out = jnp.einsum("bhqk,bkhd->bqhd", weights.astype(self.dtype), v)
+        if token_index is not None:
+            out = pack(out, token_index)
         out_init = dict(kernel_init=uniform_init(features ** -0.5), bias_init=_zeros) if self.torch_init else {}
         return nn.DenseGeneral(self.out_features or inputs_q.shape[-1], axis=(-2, -1),
                                dtype=self.dtype, param_dtype=self.param_dtype, name="out", **out_init)(out)
@@ -145,7 +156,8 @@ class TransformerBlock(nn.Module):
     Post-LN (``pre_norm=False``, PyTorch ``nn.TransformerEncoderLayer`` default as used by
     CrabNet and MatBind's DOS encoder): ``x = LN(x + MHA(x)); x = LN(x + FFN(x))``.
 
-    Call: x [B, T, D], key_mask bool [B, T] or None -> [B, T, D] (in ``dtype``).
+    Call: x [B, T, D], key_mask bool [B, T] or None -> [B, T, D] (in ``dtype``); packed
+    (``token_index`` [T'], `mmjax.nn.packing`): x [T', D], key_mask [B, T] -> [T', D].
     """
 
     num_heads: int
@@ -160,7 +172,7 @@ class TransformerBlock(nn.Module):
     torch_init: bool = False
 
     @nn.compact
-    def __call__(self, x, key_mask=None, deterministic: bool = True):
+    def __call__(self, x, key_mask=None, deterministic: bool = True, token_index=None):
         drop = lambda y: nn.Dropout(self.dropout_rate)(  # noqa: E731
             y, deterministic=deterministic or self.dropout_rate == 0.0)
         attn = MultiHeadAttention(self.num_heads, self.qkv_features, qkv_bias=self.qkv_bias,
@@ -172,10 +184,10 @@ class TransformerBlock(nn.Module):
         ln2 = _layer_norm("ln2", self.dtype, self.param_dtype)
         if self.pre_norm:
             h = ln1(x)
-            x = x + drop(attn(h, h, key_mask, deterministic))
+            x = x + drop(attn(h, h, key_mask, deterministic, token_index))
             x = x + drop(ffn(ln2(x), deterministic))
         else:
-            x = ln1(x + drop(attn(x, x, key_mask, deterministic)))
+            x = ln1(x + drop(attn(x, x, key_mask, deterministic, token_index)))
             x = ln2(x + drop(ffn(x, deterministic)))
         return x
 
@@ -221,7 +233,8 @@ class TransformerEncoder(nn.Module):
     ``remat=True`` wraps each block in ``nn.remat`` (activations recomputed in the backward
     pass: less memory, ~1/3 more compute).
 
-    Call: x [B, T, D], key_mask bool [B, T] | None -> [B, T, D].
+    Call: x [B, T, D], key_mask bool [B, T] | None -> [B, T, D]; packed (``token_index``
+    [T'], `mmjax.nn.packing`): x [T', D], key_mask [B, T] -> [T', D].
     """
 
     num_layers: int
@@ -239,13 +252,13 @@ class TransformerEncoder(nn.Module):
     torch_init: bool = False
 
     @nn.compact
-    def __call__(self, x, key_mask=None, deterministic: bool = True):
+    def __call__(self, x, key_mask=None, deterministic: bool = True, token_index=None):
         block_cls = nn.remat(TransformerBlock, static_argnums=(3,)) if self.remat else TransformerBlock
         x = x.astype(self.dtype)
         for i in range(self.num_layers):
             x = block_cls(self.num_heads, self.mlp_dim, self.qkv_features, self.qkv_bias,
                           self.activation, self.pre_norm, self.dropout_rate, self.dtype,
-                          self.param_dtype, self.torch_init, name=f"block_{i}")(x, key_mask, deterministic)
+                          self.param_dtype, self.torch_init, name=f"block_{i}")(x, key_mask, deterministic, token_index)
         if self.pre_norm and self.final_norm:
             x = _layer_norm("ln_final", self.dtype, self.param_dtype)(x)
         return x

@@ -31,6 +31,7 @@ from mmjax.data.features.elements import element_features
 from mmjax.data.spec import config_target_dims, config_targets, xrd_tokens
 from mmjax.nn import CGCNN, CrabNet, XrdTransformer, make_encoder
 from mmjax.nn.heads import CrabNetHead
+from mmjax.nn.packing import packed_or_padded, token_budget
 from mmjax.systems.common import MultimodalSystem, compute_dtype, config_dict, init_modality, modality_inputs
 from mmjax.systems.supervised import is_regression, output_kind, supervised_loss
 from mmjax.systems.xxact import task_outputs
@@ -64,26 +65,46 @@ class CrabNetSystem(UnimodalBaseline):
     batched units); ``embed`` the pooled encoder output.
     ``identical_layers``: every transformer layer starts as a copy of the first, as PyTorch's
     ``nn.TransformerEncoder(layer, num_layers)`` deep-copies the one layer CrabNet gives it.
+    ``packed_tokens`` (``config.system.packed_tokens``, a fraction of the element slots; 0 = off):
+    the transformer and the per-element head run on the batch's real element tokens only, packed
+    into a static budget of that fraction of the ``[N, M]`` slots (`mmjax.nn.packing`); a batch
+    with more real elements than the budget runs padded. Same predictions, loss and gradients as
+    padded (float summation order aside); the dropout masks are drawn for the packed shape, so a
+    training run's random stream differs from a padded run's.
     """
 
     def __init__(self, encoder, outputs: dict[str, int], head_hidden=(1024, 512, 256, 128),
-                 target_losses: dict[str, str] | None = None, identical_layers: bool = False):
+                 target_losses: dict[str, str] | None = None, identical_layers: bool = False,
+                 packed_tokens: float = 0.0):
         classes = sorted(k for k in outputs if not is_regression(outputs, k))
         if classes:
             raise ValueError(f"config.system.head='crabnet' predicts regression targets only; {classes} are "
                              "classification targets (use head='mlp')")
         super().__init__("crabnet", "composition", encoder, outputs, (), target_losses)
         self.identical_layers = bool(identical_layers)
+        if packed_tokens:
+            token_budget(1, 1, float(packed_tokens))  # range check: (0, 1]
+        self.packed_tokens = float(packed_tokens or 0.0)
         self.head = CrabNetHead(tuple(outputs), tuple(int(h) for h in head_hidden),
                                 widths=tuple(output_kind(k, n)[1] for k, n in self.targets.items()),
                                 vectors=tuple(isinstance(n, tuple) for n in self.targets.values()))
 
-    def _tokens(self, params, batch, train, rng):
+    def _tokens(self, params, batch, train, rng, token_index=None):
         args = modality_inputs(batch, "composition")
         rngs = {"dropout": rng} if (train and rng is not None) else {}
         _, tokens, mask = self.encoders["composition"].apply(
-            {"params": params["encoder_composition"]}, *args, deterministic=not train, return_tokens=True, rngs=rngs)
+            {"params": params["encoder_composition"]}, *args, deterministic=not train, return_tokens=True, rngs=rngs,
+            token_index=token_index)
         return tokens, mask
+
+    def _head_outputs(self, params, batch, train, rng):
+        """Head outputs (`CrabNetHead`), packed when ``packed_tokens`` is set and the batch fits."""
+        def run(token_index=None):
+            tokens, mask = self._tokens(params, batch, train, rng, token_index)
+            return self.head.apply({"params": params["head"]}, tokens, mask, token_index)
+
+        mask = modality_inputs(batch, "composition")[2].astype(bool)
+        return packed_or_padded(mask, self.packed_tokens, run, run)
 
     def init(self, rng, batch):
         k_enc, k_head = jax.random.split(rng)
@@ -98,12 +119,10 @@ class CrabNetSystem(UnimodalBaseline):
         return params
 
     def predict(self, params, batch):
-        tokens, mask = self._tokens(params, batch, False, None)
-        return self.head.apply({"params": params["head"]}, tokens, mask)
+        return self._head_outputs(params, batch, False, None)
 
     def loss(self, params, batch, rng, train):
-        tokens, mask = self._tokens(params, batch, train, rng)
-        preds = self.head.apply({"params": params["head"]}, tokens, mask)
+        preds = self._head_outputs(params, batch, train, rng)
         return supervised_loss(preds, batch, self.targets, self.target_weights, self.losses)
 
 
@@ -154,8 +173,12 @@ def make_crabnet(config: ml_collections.ConfigDict) -> UnimodalBaseline:
     _element_table(kw)
     enc = CrabNet(**kw, dtype=compute_dtype(config))
     if config.system.get("head", "mlp") == "crabnet":
+        packed = float(config.system.get("packed_tokens", 0.0) or 0.0)
+        if not 0.0 <= packed <= 1.0:
+            raise ValueError(f"config.system.packed_tokens={packed}: a fraction of the element slots in (0, 1], "
+                             "or 0 for padded batches")
         return CrabNetSystem(enc, _outputs(config), _head_hidden(config) or (1024, 512, 256, 128), target_losses(config),
-                             identical_layers=bool(config.system.get("identical_layers", False)))
+                             identical_layers=bool(config.system.get("identical_layers", False)), packed_tokens=packed)
     if config.system.get("head", "mlp") != "mlp":
         raise ValueError(f"config.system.head={config.system.head!r}; expected 'mlp' or 'crabnet'")
     return UnimodalBaseline("crabnet", "composition", enc, _outputs(config), _head_hidden(config), target_losses(config))
