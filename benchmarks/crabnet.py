@@ -211,10 +211,10 @@ def run_paper_recipe(task: str, args, hardware: dict, command: str) -> dict | No
         config.system.head_hidden = (64, 32)
     if args.packed_tokens == "auto":
         from mmjax.eval.crabnet_protocol import crabnet_batch_size
-        from mmjax.nn.packing import auto_fraction
+        from mmjax.systems.baselines import AUTO_PACKED, resolve_packed_tokens
 
-        counts = views["train"].ragged_lengths("composition/atomic_numbers")
-        config.system.packed_tokens = auto_fraction(counts, m, crabnet_batch_size(len(views["train"])))
+        config.system.packed_tokens = AUTO_PACKED
+        config = resolve_packed_tokens(config, views["train"], crabnet_batch_size(len(views["train"])), log=None)
     else:
         config.system.packed_tokens = float(args.packed_tokens)
     epochs = 4 if args.quick else (args.epochs_paper or PAPER_EPOCHS)

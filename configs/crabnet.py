@@ -44,7 +44,7 @@ def get_config(arg=None):
         head="crabnet",
         head_hidden=(1024, 512, 256, 128),
         identical_layers=True,             # nn.TransformerEncoder deep-copies its one layer
-        packed_tokens=0.0,                 # > 0: run on the real element tokens only (a fraction of the slots)
+        packed_tokens=-1.0,                # the real element tokens only, in this fraction of the slots; -1 = from the data
         loss="robust_l1",
         target_losses=ml_collections.ConfigDict({}, type_safe=False),
     ))

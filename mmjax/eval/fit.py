@@ -40,6 +40,7 @@ from mmjax.data.normalise import moments, regression_entry
 from mmjax.data.pipeline import make_batches
 from mmjax.eval.finetune import fit_with_early_stopping
 from mmjax.systems import build_system
+from mmjax.systems.baselines import resolve_packed_tokens
 from mmjax.train import mesh as mesh_lib
 from mmjax.train.checkpoint import load_params
 from mmjax.train.loop import build_engine, merge_params
@@ -297,6 +298,7 @@ def prepare_fit(config, train, val, test, *, target: str, steps: int, batch_size
     if not modalities:
         raise ValueError("config.data.modalities must name the modalities the system reads")
 
+    cfg = resolve_packed_tokens(cfg, train, batch_size, log)
     system = build_system(cfg)
     train_it = make_batches(train, batch_size, shuffle=True, num_epochs=None, seed=int(cfg.seed), devices=n_dev,
                             modalities=modalities, targets=[target], target_stats={target: regression_entry(mean, std)})

@@ -19,6 +19,7 @@ Parameter groups: ``encoder_<modality>`` and ``head`` (probe mode freezes the en
 
 from __future__ import annotations
 
+import copy
 from typing import Callable
 
 import jax
@@ -31,7 +32,7 @@ from mmjax.data.features.elements import element_features
 from mmjax.data.spec import config_target_dims, config_targets, xrd_tokens
 from mmjax.nn import CGCNN, CrabNet, XrdTransformer, make_encoder
 from mmjax.nn.heads import CrabNetHead
-from mmjax.nn.packing import packed_or_padded, token_budget
+from mmjax.nn.packing import auto_fraction, packed_or_padded, token_budget
 from mmjax.systems.common import MultimodalSystem, compute_dtype, config_dict, init_modality, modality_inputs
 from mmjax.systems.supervised import is_regression, output_kind, supervised_loss
 from mmjax.systems.xxact import task_outputs
@@ -165,6 +166,32 @@ def make_cgcnn(config: ml_collections.ConfigDict) -> UnimodalBaseline:
     return UnimodalBaseline("cgcnn", "crystal", enc, _outputs(config), _head_hidden(config), target_losses(config))
 
 
+AUTO_PACKED = -1.0  # config.system.packed_tokens: a fraction from the training set
+
+
+def resolve_packed_tokens(config: ml_collections.ConfigDict, dataset, global_batch: int, log=print):
+    """``config.system.packed_tokens == -1`` ("auto"): a copy of ``config`` whose value is
+    `mmjax.nn.packing.auto_fraction` of ``dataset``'s element counts (a `mmjax.data.store.Dataset`:
+    the training rows), its element slots and ``global_batch`` — 0.0 when packing would save
+    little — so the saved config states what the run used. Any other config comes back as it is.
+    A system built from an unresolved config runs padded (the same values, more work)."""
+    system = config.get("system", None)
+    if system is None or float(system.get("packed_tokens", 0.0) or 0.0) != AUTO_PACKED:
+        return config
+    c = copy.deepcopy(config)
+    with c.unlocked():
+        c.system.packed_tokens = 0.0
+        if "composition/atomic_numbers" in dataset.keys and len(dataset):
+            counts = dataset.ragged_lengths("composition/atomic_numbers")
+            padding = dataset.manifest.padding.get("composition/elements", {})
+            slots = int(padding.get("max") or max(1, int(counts.max())))
+            c.system.packed_tokens = auto_fraction(counts, slots, int(global_batch))
+            if log is not None:
+                log(f"system.packed_tokens=-1 (auto): {c.system.packed_tokens:.3g} of the {slots} element slots "
+                    f"(mean {counts.mean():.2f} elements over {len(counts)} training materials, batch {global_batch})")
+    return c
+
+
 def make_crabnet(config: ml_collections.ConfigDict) -> UnimodalBaseline:
     """Factory: ``config.system.encoder`` = `CrabNet` kwargs (``element_table``: a table name such
     as ``"mat2vec"`` or a file, frozen); ``head`` ("mlp": pooled -> MLP ``head_hidden``;
@@ -174,9 +201,10 @@ def make_crabnet(config: ml_collections.ConfigDict) -> UnimodalBaseline:
     enc = CrabNet(**kw, dtype=compute_dtype(config))
     if config.system.get("head", "mlp") == "crabnet":
         packed = float(config.system.get("packed_tokens", 0.0) or 0.0)
-        if not 0.0 <= packed <= 1.0:
+        if not (0.0 <= packed <= 1.0 or packed == AUTO_PACKED):
             raise ValueError(f"config.system.packed_tokens={packed}: a fraction of the element slots in (0, 1], "
-                             "or 0 for padded batches")
+                             "0 for padded batches, or -1 for a fraction from the training set")
+        packed = max(packed, 0.0)  # -1 not resolved from a training set (`resolve_packed_tokens`): padded
         return CrabNetSystem(enc, _outputs(config), _head_hidden(config) or (1024, 512, 256, 128), target_losses(config),
                              identical_layers=bool(config.system.get("identical_layers", False)), packed_tokens=packed)
     if config.system.get("head", "mlp") != "mlp":

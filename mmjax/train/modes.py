@@ -32,6 +32,7 @@ import ml_collections
 
 from mmjax.data.cache import featurize_shard, prepare_dataset
 from mmjax.systems import build_system
+from mmjax.systems.baselines import resolve_packed_tokens
 from mmjax.train.data import build_iterator, peek
 from mmjax.train.inference import heads_metrics, run_embed, run_evaluate, run_predict
 from mmjax.train.loop import ConfigMismatch, _finite_or_none, train
@@ -99,11 +100,22 @@ def epochs_to_steps(config: ml_collections.ConfigDict, train_iter) -> ml_collect
     return c
 
 
+def packed_tokens_from_data(config: ml_collections.ConfigDict, train_iter) -> ml_collections.ConfigDict:
+    """`mmjax.systems.baselines.resolve_packed_tokens` on the training iterator's rows and the
+    global batch (``system.packed_tokens = -1``: CrabNet's packed-token fraction from the data)."""
+    dataset = getattr(train_iter, "dataset", None)
+    if dataset is None:
+        return config
+    global_batch = int(config.data.batch_per_device) * jax.device_count()
+    log = (lambda msg: print(msg, flush=True)) if jax.process_index() == 0 else None
+    return resolve_packed_tokens(config, dataset, global_batch, log)
+
+
 def _train_stage(config, workdir, input_path=None, data_workdir=None):
     """Train in `workdir`; the featurised cache lives under `data_workdir` (default `workdir`)."""
     data_workdir = data_workdir or workdir
     train_iter = build_iterator(config, "train", input_path, workdir=data_workdir)
-    config = epochs_to_steps(config, train_iter)
+    config = packed_tokens_from_data(epochs_to_steps(config, train_iter), train_iter)
     system = build_system(config)
 
     def eval_iter_fn():

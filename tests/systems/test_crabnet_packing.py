@@ -163,3 +163,28 @@ def test_packed_training_on_eight_devices_equals_one(dataset):
     np.testing.assert_allclose(l8, l1, rtol=1e-5, atol=1e-6)
     for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p8)):
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
+
+
+def test_auto_packed_tokens_are_resolved_from_the_training_rows(dataset):
+    from mmjax.nn.packing import auto_fraction
+    from mmjax.systems.baselines import AUTO_PACKED, resolve_packed_tokens
+    from mmjax.train.modes import packed_tokens_from_data
+
+    c = tiny_packed_config(AUTO_PACKED)
+    counts = dataset.ragged_lengths("composition/atomic_numbers")
+    slots = int(dataset.manifest.padding["composition/elements"]["max"])
+    assert counts.min() >= 1 and slots >= counts.max()
+    got = resolve_packed_tokens(c, dataset, 64, log=None)
+    assert 0.0 < got.system.packed_tokens == pytest.approx(auto_fraction(counts, slots, 64))
+    assert resolve_packed_tokens(c, dataset, 4, log=None).system.packed_tokens == 0.0  # > 90 % of the slots
+    assert c.system.packed_tokens == AUTO_PACKED  # a copy: the given config is untouched
+    fixed = tiny_packed_config(0.3)
+    assert resolve_packed_tokens(fixed, dataset, 4) is fixed
+    # the training command resolves it on its training iterator's rows at the global batch
+    c.data.batch_per_device = 64 // jax.device_count()
+    seen = packed_tokens_from_data(c, type("It", (), {"dataset": dataset})())
+    assert seen.system.packed_tokens == pytest.approx(got.system.packed_tokens)
+    # an unresolved -1 builds a padded system; any other negative is an error naming the key
+    assert build_system(tiny_packed_config(AUTO_PACKED)).packed_tokens == 0.0
+    with pytest.raises(ValueError, match=r"packed_tokens=-0\.5"):
+        build_system(tiny_packed_config(-0.5))
