@@ -17,6 +17,11 @@ As published (crabnet/kingcrab.py, model.py, train_crabnet.py):
   benchmark_crabnet.py (the script behind the paper's Table 2), CrabNet's validation-gated SWA,
   which stops training after 3 SWA epochs without a new validation minimum):
   `mmjax.eval.crabnet_protocol`, run by ``benchmarks/crabnet.py --paper-recipe``.
+Packed element tokens (``packed_tokens``, not a CrabNet setting, a speed one): the transformer and the
+head run on each batch's real elements only, packed into that fraction of the [batch, slots] grid
+(-1: from the training set's element counts, resolved by the training command and written into the
+saved config; 0: padded as CrabNet pads). Same values and gradients; dropout masks are drawn per
+packed token. See `mmjax.nn.packing`.
 The main command (``--mode=train``) trains with the same system and optimiser; its batch is
 ``data.batch_per_device`` (512 here, CrabNet's inference batch) and it does not run the SWA
 procedure (``c.train.epochs`` = 40, as train_crabnet.py). ``:small`` keeps a learned element table (runs without the data folder) and MSE.

@@ -52,7 +52,7 @@ def pack(x, token_index):
 def unpack(xp, token_index, batch: int, slots: int):
     """``xp`` [T, ...] -> [B, S, ...]: packed rows back to their slots, zeros in every other slot."""
     out = jnp.zeros((batch * slots,) + xp.shape[1:], xp.dtype)
-    out = out.at[token_index].set(xp, mode="drop", unique_indices=True, indices_are_sorted=True)
+    out = out.at[token_index].set(xp, mode="drop", indices_are_sorted=True)  # fill entries repeat B * S: not unique
     return out.reshape((batch, slots) + xp.shape[1:])
 
 

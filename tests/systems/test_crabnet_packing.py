@@ -54,7 +54,12 @@ def test_packed_crabnet_encoder_and_head_equal_padded_values_and_gradients():
     pe = enc.init(jax.random.PRNGKey(0), z, f, mask)
     _, tok, _ = enc.apply(pe, z, f, mask, return_tokens=True)
     ph = head.init(jax.random.PRNGKey(1), tok, mask)
-    index, fits = pack_index(jnp.asarray(mask), int(mask.sum()))  # budget = exactly the real tokens
+    for extra in (0, 5):  # budget = exactly the real tokens, and with 5 unused (fill) entries
+        check_packed_equals_padded(enc, head, pe, ph, z, f, mask, int(mask.sum()) + extra)
+
+
+def check_packed_equals_padded(enc, head, pe, ph, z, f, mask, budget):
+    index, fits = pack_index(jnp.asarray(mask), budget)
     assert bool(fits)
 
     def loss(params, token_index):
