@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from xxact_helpers import first_batch, load_config, make_dataset
+from xxact_helpers import first_batch, make_dataset, tiny_crabnet_config
 
 from mmjax.nn import CrabNet
 from mmjax.nn.heads import CrabNetHead
@@ -108,12 +108,8 @@ def test_auto_fraction_by_hand():
 
 
 def tiny_packed_config(packed):
-    c = load_config("crabnet", None)
-    c.system.encoder.update(dict(d_model=8, num_layers=2, num_heads=2, mlp_dim=16, element_dim=8, resolution=100,
-                                 element_table="", dropout_rate=0.0, fraction_noise=0.02))
-    c.system.head_hidden = (8, 4)
+    c = tiny_crabnet_config(num_layers=2, fraction_noise=0.02)
     c.system.packed_tokens = packed
-    c.data.targets = ("y",)
     return c
 
 

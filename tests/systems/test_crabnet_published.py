@@ -15,7 +15,7 @@ from mmjax.nn.heads import ResidualMLP, gated_element_average
 from mmjax.objectives.supervised import masked_huber, masked_robust_l1, regression_loss
 from mmjax.systems import build_system
 from mmjax.train.swa import CrabNetSWA
-from xxact_helpers import first_batch, load_config, make_dataset
+from xxact_helpers import first_batch, load_config, make_dataset, tiny_crabnet_config
 
 SHARED = pathlib.Path(__file__).resolve().parents[3] / "shared" / "data" / "element_properties"
 
@@ -66,12 +66,7 @@ def test_gated_average_and_residual_mlp_match_numpy():
 
 
 def tiny_published(dataset_root):
-    c = load_config("crabnet", None)
-    c.system.encoder.update(dict(d_model=8, num_layers=1, num_heads=2, mlp_dim=16, element_dim=8, resolution=100,
-                                 element_table="", dropout_rate=0.0, fraction_noise=0.0))
-    c.system.head_hidden = (8, 4)
-    c.data.targets = ("y",)
-    return c
+    return tiny_crabnet_config()
 
 
 @pytest.fixture(scope="module")

@@ -32,6 +32,17 @@ def load_config(name: str, arg: str | None = "small"):
     return importlib.import_module(f"configs.{name}").get_config(arg)
 
 
+def tiny_crabnet_config(num_layers: int = 1, **encoder):
+    """configs/crabnet.py as published (per-element head, RobustL1) at 8-d widths on target "y",
+    no dropout or fraction jitter unless ``encoder`` sets them; no element table."""
+    c = load_config("crabnet", None)
+    c.system.encoder.update({**dict(d_model=8, num_layers=num_layers, num_heads=2, mlp_dim=16, element_dim=8,
+                                    resolution=100, element_table="", dropout_rate=0.0, fraction_noise=0.0), **encoder})
+    c.system.head_hidden = (8, 4)
+    c.data.targets = ("y",)
+    return c
+
+
 def record(rng: np.random.Generator, i: int) -> dict:
     n_el = int(rng.integers(1, 4))
     frac = rng.random(n_el) + 0.2
