@@ -12,7 +12,9 @@ or slows down hits all variants alike), each as its own process in a fresh workd
 the featurised data is shared (``config.data.data_dir``), so only the first run featurises.
 From each run's ``summary.json``: ``samples_per_s`` (the loop's own rate: material slots per second
 over the steps after the first, so compilation is excluded), ``first_step_s`` and ``compile_s``.
-Reported per variant: the median over rounds and every round's value; ratios are each variant's
+Each round also keeps the lines where the command states values it derived from the data
+(``system.packed_tokens=-1 (auto): ...``). Reported per variant: the median over rounds and every
+round's value; ratios are each variant's
 median over the first variant's. Eval is off (``train.eval_every=0``) and one checkpoint is
 written at the end, so the rate is the training loop's.
 """
@@ -70,8 +72,10 @@ def run_once(args, name: str, overrides: list[str], k: int) -> dict:
         raise SystemExit(f"variant {name} round {k} exited {proc.returncode}:\n" + proc.stderr[-3000:])
     summary = json.loads((workdir / "summary.json").read_text())
     train = summary.get("train", summary)
+    derived = [line for line in proc.stdout.splitlines() if line.startswith(("system.", "train.epochs"))]
     return {"samples_per_s": train["samples_per_s"], "first_step_s": train.get("first_step_s"),
-            "compile_s": train.get("compile_s"), "wall_s": round(wall, 1), "command": " ".join(cmd)}
+            "compile_s": train.get("compile_s"), "wall_s": round(wall, 1), "command": " ".join(cmd),
+            "derived": derived}
 
 
 def main(argv=None) -> int:
