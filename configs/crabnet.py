@@ -20,8 +20,8 @@ As published (crabnet/kingcrab.py, model.py, train_crabnet.py):
 Packed element tokens (``packed_tokens``, not a CrabNet setting, a speed one): the transformer and the
 head run on each batch's real elements only, packed into that fraction of the [batch, slots] grid
 (-1: from the training set's element counts, resolved by the training command and written into the
-saved config; 0: padded as CrabNet pads). Same values and gradients; dropout masks are drawn per
-packed token. See `mmjax.nn.packing`.
+saved config, padded on more than one device; 0: padded as CrabNet pads). Same values and gradients;
+dropout masks are drawn per packed token. See `mmjax.nn.packing`.
 The main command (``--mode=train``) trains with the same system and optimiser; its batch is
 ``data.batch_per_device`` (512 here, CrabNet's inference batch) and it does not run the SWA
 procedure (``c.train.epochs`` = 40, as train_crabnet.py). ``:small`` keeps a learned element table (runs without the data folder) and MSE.

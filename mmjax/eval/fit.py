@@ -298,7 +298,7 @@ def prepare_fit(config, train, val, test, *, target: str, steps: int, batch_size
     if not modalities:
         raise ValueError("config.data.modalities must name the modalities the system reads")
 
-    cfg = resolve_packed_tokens(cfg, train, batch_size, log)
+    cfg = resolve_packed_tokens(cfg, train, batch_size, log, devices=n_dev)
     system = build_system(cfg)
     train_it = make_batches(train, batch_size, shuffle=True, num_epochs=None, seed=int(cfg.seed), devices=n_dev,
                             modalities=modalities, targets=[target], target_stats={target: regression_entry(mean, std)})

@@ -169,19 +169,26 @@ def make_cgcnn(config: ml_collections.ConfigDict) -> UnimodalBaseline:
 AUTO_PACKED = -1.0  # config.system.packed_tokens: a fraction from the training set
 
 
-def resolve_packed_tokens(config: ml_collections.ConfigDict, dataset, global_batch: int, log=print):
+def resolve_packed_tokens(config: ml_collections.ConfigDict, dataset, global_batch: int, log=print,
+                          devices: int = 1):
     """``config.system.packed_tokens == -1`` ("auto"): a copy of ``config`` whose value is
     `mmjax.nn.packing.auto_fraction` of ``dataset``'s element counts (a `mmjax.data.store.Dataset`:
     the training rows), its element slots and ``global_batch`` — 0.0 when packing would save
     little — so the saved config states what the run used. Any other config comes back as it is.
-    A system built from an unresolved config runs padded (the same values, more work)."""
+    A system built from an unresolved config runs padded (the same values, more work).
+    ``devices`` > 1: 0.0 (padded). The packed gather spans the whole batch, so on a batch-sharded
+    mesh the partitioner may gather the batch across devices; packing is a single-device speed-up
+    until it is done per shard (an explicit fraction still packs, with the same values)."""
     system = config.get("system", None)
     if system is None or float(system.get("packed_tokens", 0.0) or 0.0) != AUTO_PACKED:
         return config
     c = copy.deepcopy(config)
     with c.unlocked():
         c.system.packed_tokens = 0.0
-        if "composition/atomic_numbers" in dataset.keys and len(dataset):
+        if devices > 1:
+            if log is not None:
+                log(f"system.packed_tokens=-1 (auto): 0 (padded) on {devices} devices")
+        elif "composition/atomic_numbers" in dataset.keys and len(dataset):
             counts = dataset.ragged_lengths("composition/atomic_numbers")
             padding = dataset.manifest.padding.get("composition/elements", {})
             slots = int(padding.get("max") or max(1, int(counts.max())))

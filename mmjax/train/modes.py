@@ -108,7 +108,7 @@ def packed_tokens_from_data(config: ml_collections.ConfigDict, train_iter) -> ml
         return config
     global_batch = int(config.data.batch_per_device) * jax.device_count()
     log = (lambda msg: print(msg, flush=True)) if jax.process_index() == 0 else None
-    return resolve_packed_tokens(config, dataset, global_batch, log)
+    return resolve_packed_tokens(config, dataset, global_batch, log, devices=jax.device_count())
 
 
 def _train_stage(config, workdir, input_path=None, data_workdir=None):

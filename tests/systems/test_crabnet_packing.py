@@ -181,9 +181,17 @@ def test_auto_packed_tokens_are_resolved_from_the_training_rows(dataset):
     assert c.system.packed_tokens == AUTO_PACKED  # a copy: the given config is untouched
     fixed = tiny_packed_config(0.3)
     assert resolve_packed_tokens(fixed, dataset, 4) is fixed
-    # the training command resolves it on its training iterator's rows at the global batch
+    # more than one device: padded (the packed gather spans the sharded batch)
+    assert resolve_packed_tokens(c, dataset, 64, log=None, devices=8).system.packed_tokens == 0.0
+    # the training command resolves it on its training iterator's rows at the global batch (one
+    # device here: the test session has 8 simulated devices, so it resolves to padded)
     c.data.batch_per_device = 64 // jax.device_count()
     seen = packed_tokens_from_data(c, type("It", (), {"dataset": dataset})())
+    assert jax.device_count() == 8 and seen.system.packed_tokens == 0.0
+    with pytest.MonkeyPatch.context() as mp:  # as on a one-device machine
+        mp.setattr(jax, "device_count", lambda: 1)
+        c.data.batch_per_device = 64
+        seen = packed_tokens_from_data(c, type("It", (), {"dataset": dataset})())
     assert seen.system.packed_tokens == pytest.approx(got.system.packed_tokens)
     # an unresolved -1 builds a padded system; any other negative is an error naming the key
     assert build_system(tiny_packed_config(AUTO_PACKED)).packed_tokens == 0.0
