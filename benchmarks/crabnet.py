@@ -210,11 +210,14 @@ def run_paper_recipe(task: str, args, hardware: dict, command: str) -> dict | No
         config.system.encoder.update(QUICK_ENCODER)
         config.system.head_hidden = (64, 32)
     if args.packed_tokens == "auto":
+        import jax
+
         from mmjax.eval.crabnet_protocol import crabnet_batch_size
         from mmjax.systems.baselines import AUTO_PACKED, resolve_packed_tokens
 
         config.system.packed_tokens = AUTO_PACKED
-        config = resolve_packed_tokens(config, views["train"], crabnet_batch_size(len(views["train"])), log=None)
+        config = resolve_packed_tokens(config, views["train"], crabnet_batch_size(len(views["train"])), log=None,
+                                       devices=jax.device_count())
     else:
         config.system.packed_tokens = float(args.packed_tokens)
     epochs = 4 if args.quick else (args.epochs_paper or PAPER_EPOCHS)

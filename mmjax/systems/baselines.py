@@ -32,7 +32,7 @@ from mmjax.data.features.elements import element_features
 from mmjax.data.spec import config_target_dims, config_targets, xrd_tokens
 from mmjax.nn import CGCNN, CrabNet, XrdTransformer, make_encoder
 from mmjax.nn.heads import CrabNetHead
-from mmjax.nn.packing import auto_fraction, packed_or_padded, token_budget
+from mmjax.nn.packing import auto_fraction, packed_or_padded
 from mmjax.systems.common import MultimodalSystem, compute_dtype, config_dict, init_modality, modality_inputs
 from mmjax.systems.supervised import is_regression, output_kind, supervised_loss
 from mmjax.systems.xxact import task_outputs
@@ -83,9 +83,10 @@ class CrabNetSystem(UnimodalBaseline):
                              "classification targets (use head='mlp')")
         super().__init__("crabnet", "composition", encoder, outputs, (), target_losses)
         self.identical_layers = bool(identical_layers)
-        if packed_tokens:
-            token_budget(1, 1, float(packed_tokens))  # range check: (0, 1]
         self.packed_tokens = float(packed_tokens or 0.0)
+        if not 0.0 <= self.packed_tokens <= 1.0:
+            raise ValueError(f"config.system.packed_tokens={self.packed_tokens}: a fraction of the element slots in "
+                             "(0, 1], 0 for padded batches, or -1 for a fraction from the training set")
         self.head = CrabNetHead(tuple(outputs), tuple(int(h) for h in head_hidden),
                                 widths=tuple(output_kind(k, n)[1] for k, n in self.targets.items()),
                                 vectors=tuple(isinstance(n, tuple) for n in self.targets.values()))
@@ -208,10 +209,7 @@ def make_crabnet(config: ml_collections.ConfigDict) -> UnimodalBaseline:
     enc = CrabNet(**kw, dtype=compute_dtype(config))
     if config.system.get("head", "mlp") == "crabnet":
         packed = float(config.system.get("packed_tokens", 0.0) or 0.0)
-        if not (0.0 <= packed <= 1.0 or packed == AUTO_PACKED):
-            raise ValueError(f"config.system.packed_tokens={packed}: a fraction of the element slots in (0, 1], "
-                             "0 for padded batches, or -1 for a fraction from the training set")
-        packed = max(packed, 0.0)  # -1 not resolved from a training set (`resolve_packed_tokens`): padded
+        packed = 0.0 if packed == AUTO_PACKED else packed  # not resolved from a training set: padded
         return CrabNetSystem(enc, _outputs(config), _head_hidden(config) or (1024, 512, 256, 128), target_losses(config),
                              identical_layers=bool(config.system.get("identical_layers", False)), packed_tokens=packed)
     if config.system.get("head", "mlp") != "mlp":
