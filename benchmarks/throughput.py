@@ -35,6 +35,11 @@ it assembles them on the host (the same batches).
 backend the "device" is the cores the pipeline runs on, so overlap needs idle cores; ``--delay_ms``
 adds a sleep per batch (like I/O, no CPU) to show overlap independently of core contention.
 ``recompiles``: compilations of the step after the first (must be 0: every batch has one shape).
+``command_samples_per_s`` (on by default, ``--no-train-command`` to skip): the training loop itself
+(`mmjax.train.loop.train`, what ``python -m mmjax.main --mode=train`` runs) on the row's data and
+config for 2 x steps x passes + 1 steps, its summary's rate (compile excluded) — the number users
+feel — and ``command_over_cached`` = that / the cached step rate (< 1: the loop loses time around
+the step).
 
 FLOPs per step come from XLA's ``cost_analysis()`` of the compiled step (a static count of the
 program, not a hardware counter); ``gflop_per_sample`` divides by the slots; TFLOP/s per device =
@@ -291,6 +296,29 @@ def benchmark_system(system, config, *, n_warmup: int = 2, n_repeat: int = 5, st
     }
 
 
+def command_rate(system, config, steps: int) -> dict:
+    """The training command's own rate on the row's data: `mmjax.train.loop.train` (what
+    ``python -m mmjax.main --mode=train`` runs) for ``steps`` steps in a scratch workdir, eval off,
+    one checkpoint at the end; ``samples_per_s`` from its summary (steps after the first, so
+    compilation is excluded; checkpoint time is paused out by the loop)."""
+    import tempfile
+
+    from mmjax.train.data import build_iterator
+    from mmjax.train.loop import train
+
+    cfg = config.copy_and_resolve_references()
+    cfg.train.steps = int(steps)
+    cfg.train.epochs = 0.0
+    cfg.train.eval_every = 0
+    cfg.train.log_every = int(steps)
+    cfg.train.progress = False
+    cfg.checkpoint.every = 0
+    with tempfile.TemporaryDirectory(prefix="mmjax_throughput_cmd_") as work:
+        _, summary = train(system, cfg, work, build_iterator(cfg, "train"), None)
+    return {"command_samples_per_s": summary["samples_per_s"], "command_steps": int(steps),
+            "command_first_step_s": summary.get("first_step_s")}
+
+
 PAPER_SLOTS = 16  # slots per device of the CPU paper-size rows (``--paper``; ``--slots`` overrides)
 SIZES = ("small", "paper", "full")
 # Data settings of the :small configs that the paper-size rows take over: the embedded default has
@@ -401,6 +429,9 @@ def main(argv=None) -> list[dict]:
                    help="peak TFLOP/s per device for the MFU column (default: by device kind; CPU none)")
     p.add_argument("--device_resident", choices=("auto", "on", "off"), default=None,
                    help="config.data.device_resident of featurised rows (default: the config's, 'auto')")
+    p.add_argument("--train-command", action=argparse.BooleanOptionalAction, default=True,
+                   help="also run the training loop itself on the row's data and report its samples/s "
+                        "(command_samples_per_s, command_over_cached)")
     args = p.parse_args(argv)
     kind = "small" if args.quick else "paper" if args.paper else "full"
     n_warmup, n_repeat, steps = REPEATS[kind]
@@ -421,6 +452,9 @@ def main(argv=None) -> list[dict]:
         row = {"row": name, "size": kind,
                **benchmark_system(system, config, n_warmup=n_warmup, n_repeat=n_repeat, steps=steps,
                                   prefetch=args.prefetch, delay_s=args.delay_ms / 1e3, peak=args.peak_tflops)}
+        if args.train_command:
+            row.update(command_rate(system, config, max(2 * steps * n_repeat, 4) + 1))
+            row["command_over_cached"] = row["command_samples_per_s"] / row["samples_per_s"]
         row["row_wall_s"] = time.perf_counter() - t0
         rows.append(row)
         print(json.dumps(row), flush=True)

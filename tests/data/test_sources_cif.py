@@ -151,3 +151,46 @@ def test_symmetrised_or_partial_cifs_fall_back_to_cifparser():
     assert parse_structure(text).composition.as_dict() == {"Fe": 0.5, "Co": 0.5}
     thirds = str(CifWriter(wurtzite())).replace("0.33333333", "0.33334")  # CifParser snaps to 1/3
     _same_structure(_fast_p1_cif(thirds), Structure.from_str(thirds, fmt="cif"))
+
+
+def cgcnn_root(tmp_path, id_prop: str):
+    """A CGCNN root_dir (txie-93/cgcnn CIFData layout): <id>.cif files and id_prop.csv."""
+    (tmp_path / "a.cif").write_text(str(CifWriter(rocksalt())))
+    (tmp_path / "b.cif").write_text(str(CifWriter(rocksalt(5.5))))
+    (tmp_path / "c.cif").write_text("data_x\n_cell_length_a 3.0\nloop_\n_atom_site_label\n")
+    (tmp_path / "unlisted.cif").write_text(str(CifWriter(rocksalt(6.0))))
+    (tmp_path / "id_prop.csv").write_text(id_prop)
+    return tmp_path
+
+
+def test_cgcnn_root_dir_reads_id_prop_rows_in_order_with_targets(tmp_path):
+    root = cgcnn_root(tmp_path, "b,-0.5\na,1.25\nc,3\nmissing,2\nb,7\nd,nan\n")
+    materials, errors = read_structure_folder(root)
+    assert [m.id for m in materials] == ["b", "a"]  # id_prop order; unlisted.cif is not read
+    assert [m.targets for m in materials] == [{"target": -0.5}, {"target": 1.25}]
+    np.testing.assert_allclose(materials[0].structure.volume, 5.5**3, rtol=1e-6)
+    reasons = {e.record_id: e.reason for e in errors}
+    assert set(reasons) == {"c.cif", "missing", "b", "d"}
+    assert "missing.cif is not in" in reasons["missing"]
+    assert "listed twice" in reasons["b"] and "not finite" in reasons["d"]
+    # id_prop=False reads the files alone, without targets
+    alone, _ = read_structure_folder(root, id_prop=False)
+    assert [m.id for m in alone] == ["a", "b", "unlisted"] and all(not m.targets for m in alone)
+
+
+def test_cgcnn_root_dir_several_targets_and_bad_layouts(tmp_path):
+    root = cgcnn_root(tmp_path, "a,1,2\nb,3,4\n")
+    materials, errors = read_structure_folder(root, limit=1)
+    assert not errors and [m.targets for m in materials] == [{"target_0": 1.0, "target_1": 2.0}]
+    (root / "id_prop.csv").write_text("a,1,2\nb,3\n")
+    with pytest.raises(SourceError, match="line 2 has 2 columns"):
+        read_structure_folder(root)
+    (root / "id_prop.csv").write_text("a\n")
+    with pytest.raises(SourceError, match="line 1 has 1 columns"):
+        read_structure_folder(root)
+    (root / "id_prop.csv").write_text("\n")
+    with pytest.raises(SourceError, match="no rows"):
+        read_structure_folder(root)
+    (root / "id_prop.csv").write_text("a,x\nb,2\n")
+    materials, errors = read_structure_folder(root)
+    assert [m.id for m in materials] == ["b"] and "not a number" in errors[0].reason

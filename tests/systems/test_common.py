@@ -55,6 +55,41 @@ def test_graph_encoder_with_padding_row_is_dropped(dataset):
         common.apply_graph_encoder(_mean_z_encoder, common.device_slice(batch["crystal"]))
 
 
+def test_one_device_runs_outside_the_vmap_with_the_same_values_stats_and_grads(dataset):
+    """n_dev = 1 skips the graph-batch vmap (a speed path); BatchNorm CGCNN outputs, updated running
+    statistics and parameter gradients equal the vmapped form's."""
+    from mmjax.nn import make_encoder
+    from mmjax.nn.batch_norm import GRAPH_BATCH_AXIS
+
+    graph = first_batch(dataset, N_REC, 1)["crystal"]
+    model = make_encoder("cgcnn", small=True, norm="batch")
+    variables = model.init(jax.random.key(0), common.device_slice(graph))
+
+    def apply_fn(params):
+        def f(g):
+            out, upd = model.apply({"params": params, "batch_stats": variables["batch_stats"]}, g,
+                                   deterministic=False, mutable=["batch_stats"])
+            return out[:-1] if out.shape[0] == g.n_node.shape[0] else out, upd["batch_stats"]
+        return f
+
+    def loss_direct(params):
+        rows, stats = common.apply_graph_encoder(apply_fn(params), graph)
+        return jnp.sum(jnp.sin(rows)), (rows, stats)
+
+    def loss_vmapped(params):
+        rows, stats = jax.vmap(apply_fn(params), axis_name=GRAPH_BATCH_AXIS)(graph)
+        return jnp.sum(jnp.sin(rows[0])), (rows[0], jax.tree.map(lambda x: x[0], stats))
+
+    (la, (ra, sa)), ga = jax.value_and_grad(loss_direct, has_aux=True)(variables["params"])
+    (lb, (rb, sb)), gb = jax.value_and_grad(loss_vmapped, has_aux=True)(variables["params"])
+    assert ra.shape == (N_REC, rb.shape[-1])
+    np.testing.assert_allclose(np.asarray(ra), np.asarray(rb), rtol=1e-5, atol=1e-6)
+    for tree_a, tree_b in ((sa, sb), (ga, gb)):
+        for x, y in zip(jax.tree.leaves(tree_a), jax.tree.leaves(tree_b)):
+            np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-6)
+    assert not np.allclose(np.asarray(jax.tree.leaves(sa)[0]), 0.0)  # the statistics did move
+
+
 def test_dense_flatten_and_masks(dataset):
     batch = first_batch(dataset, N_REC, 4)
     xrd = np.asarray(common.modality_inputs(batch, "xrd")[0])

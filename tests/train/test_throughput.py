@@ -103,3 +103,10 @@ def test_toy_row_gives_mfu_with_a_given_peak_and_no_recompiles():
     assert row["gflop_per_sample"] * row["samples_per_step"] == pytest.approx(row["gflop_per_step"])
     assert row["tflops_per_device"] == pytest.approx(row["gflop_per_step"] / row["step_time_ms"] / n)
     assert row["mfu"] == pytest.approx(row["tflops_per_device"] / 0.5)
+
+
+def test_command_rate_runs_the_training_loop_on_the_row(tmp_path):
+    system, config = throughput.ROWS["toy"]("small", 2)
+    out = throughput.command_rate(system, config, 5)
+    assert out["command_steps"] == 5 and out["command_samples_per_s"] > 0 and out["command_first_step_s"] > 0
+    assert config.train.steps == 1000  # the row's config is not changed

@@ -1,7 +1,16 @@
-"""Folder of CIF / POSCAR / CONTCAR / *.vasp files -> Material (ids from file stems)."""
+"""Folder of CIF / POSCAR / CONTCAR / *.vasp files -> Material (ids from file stems).
+
+A folder in CGCNN's ``root_dir`` layout (txie-93/cgcnn ``CIFData``: ``id_prop.csv`` with rows
+``id,target[,target...]`` and no header, one ``<id>.cif`` per row) is read as CGCNN reads it: the
+rows of ``id_prop.csv``, in its order, with their targets (``"target"`` for one column,
+``"target_0"``, ``"target_1"``, ... for several); structure files not listed there are not read.
+"""
 
 from __future__ import annotations
 
+import csv
+import dataclasses
+import math
 import os
 import pathlib
 
@@ -62,6 +71,7 @@ def read_structure_folder(
     fmt: str | None = None,
     limit: int | None = None,
     duplicate_ids: str = "suffix",
+    id_prop: bool = True,
 ) -> ReadResult:
     """Read every structure file in ``folder`` (sorted by path), or a single file.
 
@@ -71,8 +81,12 @@ def read_structure_folder(
     recursive: also descend into sub-folders. fmt: force "cif" or "poscar" for every file.
     limit: read at most this many files. duplicate_ids: see ``result.unique_ids``.
     Returns ``ReadResult``; a file that does not parse becomes a ``RecordError`` naming it.
+    A folder holding ``id_prop.csv`` is read in CGCNN's layout (module docstring; ``id_prop=False``
+    reads the files alone).
     """
     folder = pathlib.Path(folder)
+    if id_prop and (folder / ID_PROP).is_file():
+        return read_cgcnn_root(folder, fmt=fmt, limit=limit)
     if folder.is_file():
         paths = [folder]
     elif folder.is_dir():
@@ -97,3 +111,59 @@ def read_structure_folder(
         except RecordError as err:
             errors.append(err)
     return ReadResult(unique_ids(materials, duplicate_ids, str(folder)), errors)
+
+
+ID_PROP = "id_prop.csv"
+
+
+def cgcnn_target_names(n_columns: int) -> list[str]:
+    """Target names of an ``id_prop.csv`` with ``n_columns`` value columns."""
+    return ["target"] if n_columns == 1 else [f"target_{i}" for i in range(n_columns)]
+
+
+def read_cgcnn_root(folder: str | os.PathLike, *, fmt: str | None = None, limit: int | None = None) -> ReadResult:
+    """CGCNN ``root_dir`` -> ``ReadResult``: one Material per ``id_prop.csv`` row, from ``<id>.cif``.
+
+    Every row must have the same number of value columns (else ``SourceError`` naming the line); a
+    row whose value is not a finite number, whose id repeats, or whose ``<id>.cif`` is missing or does
+    not parse becomes a ``RecordError`` naming that id, and the other rows are read.
+    """
+    folder = pathlib.Path(folder)
+    with open(folder / ID_PROP, newline="") as fh:
+        rows = [(i + 1, r) for i, r in enumerate(csv.reader(fh)) if r and any(c.strip() for c in r)]
+    if not rows:
+        raise SourceError(folder / ID_PROP, "has no rows (expected id,target[,target...] per line)")
+    widths = {len(r) for _, r in rows}
+    if len(widths) != 1 or min(widths) < 2:
+        line, row = next((n, r) for n, r in rows if len(r) != len(rows[0][1]) or len(r) < 2)
+        raise SourceError(folder / ID_PROP, f"line {line} has {len(row)} columns; every line needs the id and the "
+                                            f"same number of targets ({len(rows[0][1])} columns on line {rows[0][0]})")
+    names = cgcnn_target_names(len(rows[0][1]) - 1)
+    if limit is not None:
+        rows = rows[:limit]
+    materials, errors, seen = [], [], set()
+    for _, row in rows:
+        rid = row[0].strip()
+        if rid in seen:
+            errors.append(RecordError(rid, f"listed twice in {ID_PROP}; the first row is kept"))
+            continue
+        seen.add(rid)
+        try:
+            values = [float(v) for v in row[1:]]
+        except ValueError:
+            errors.append(RecordError(rid, f"{ID_PROP} value {row[1:]!r} is not a number"))
+            continue
+        if not all(math.isfinite(v) for v in values):
+            errors.append(RecordError(rid, f"{ID_PROP} value {row[1:]!r} is not finite"))
+            continue
+        path = folder / f"{rid}.cif"
+        if not path.is_file():
+            errors.append(RecordError(rid, f"listed in {ID_PROP} but {path.name} is not in {folder}"))
+            continue
+        try:
+            material = read_structure_file(path, fmt)
+        except RecordError as err:
+            errors.append(err)
+            continue
+        materials.append(dataclasses.replace(material, targets=dict(zip(names, values))))
+    return ReadResult(materials, errors)
