@@ -18,6 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mmjax.nn.dropout import Dropout
 from mmjax.nn.packing import pack, unpack
 
 Dtype = Any
@@ -111,7 +112,7 @@ class MultiHeadAttention(nn.Module):
         else:
             weights = jax.nn.softmax(logits, axis=-1)
         if self.dropout_rate > 0.0 and not deterministic:
-            weights = nn.Dropout(self.dropout_rate)(weights, deterministic=False)
+            weights = Dropout(self.dropout_rate)(weights, deterministic=False)
         out = jnp.einsum("bhqk,bkhd->bqhd", weights.astype(self.dtype), v)
         if token_index is not None:
             out = pack(out, token_index)
@@ -141,7 +142,7 @@ class FeedForward(nn.Module):
 
         h = nn.Dense(self.hidden, dtype=self.dtype, param_dtype=self.param_dtype, name="fc1", **init(d))(x)
         h = get_activation(self.activation)(h)
-        h = nn.Dropout(self.dropout_rate)(h, deterministic=deterministic or self.dropout_rate == 0.0)
+        h = Dropout(self.dropout_rate)(h, deterministic=deterministic or self.dropout_rate == 0.0)
         return nn.Dense(d, dtype=self.dtype, param_dtype=self.param_dtype, name="fc2", **init(self.hidden))(h)
 
 
@@ -173,7 +174,7 @@ class TransformerBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x, key_mask=None, deterministic: bool = True, token_index=None):
-        drop = lambda y: nn.Dropout(self.dropout_rate)(  # noqa: E731
+        drop = lambda y: Dropout(self.dropout_rate)(  # noqa: E731
             y, deterministic=deterministic or self.dropout_rate == 0.0)
         attn = MultiHeadAttention(self.num_heads, self.qkv_features, qkv_bias=self.qkv_bias,
                                   dropout_rate=self.dropout_rate, dtype=self.dtype,
@@ -212,7 +213,7 @@ class CrossAttentionBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x, context, query_mask=None, context_mask=None, deterministic: bool = True):
-        drop = lambda y: nn.Dropout(self.dropout_rate)(  # noqa: E731
+        drop = lambda y: Dropout(self.dropout_rate)(  # noqa: E731
             y, deterministic=deterministic or self.dropout_rate == 0.0)
         mha = lambda name: MultiHeadAttention(  # noqa: E731
             self.num_heads, dropout_rate=self.dropout_rate, dtype=self.dtype,
