@@ -20,10 +20,15 @@ graph convolutions. Both are XLA flags, so they are applied before JAX is import
 from __future__ import annotations
 
 import argparse
+import json
+import pathlib
 import os
 import sys
 import time
 from functools import partial
+
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _early_xla_flags(argv) -> None:
@@ -260,13 +265,32 @@ def throughput_table(full: bool, repeats: int, counts):
             print(f"{key:28s} {'small' if small else 'paper':6s} {batch:5d} {train:10.1f} {infer:10.1f}", flush=True)
 
 
-# What the original PyTorch code reaches on this project's 2-core CPU (measured 2026-12-02, 5 interleaved
-# rounds, batch 256, 2 threads, unmodified txie-93/cgcnn and anthony-wang/CrabNet; issue #15). The
-# constants printed before (~3,800 / ~12,400 for CGCNN) were about twice what the original reaches here.
-ORIGINAL = {
-    "cgcnn": "original txie-93/cgcnn here: main.py epoch ~1,735/s, isolated step ~1,764/s, infer ~6,353/s",
-    "crabnet": "original CrabNet Model.train step here ~232/s, infer ~794/s",
+# What the original PyTorch code reaches, read from the last committed measurement of the training
+# command against it (benchmarks/train_command.py --original, issue #15), with its date and hardware:
+# machines differ between sessions (the 2026-12-02 AVX2 Xeon ran the original CGCNN main.py at
+# ~1,735 structures/s, the 2026-12-07 AVX-512 Xeon at ~600), so a constant would mislead.
+ORIGINAL_RESULTS = {
+    "cgcnn": ("cgcnn_vs_original.json", "txie-93/cgcnn main.py epoch", "structures/s"),
+    "crabnet": ("crabnet_vs_original_mp_bulk_modulus.json", "CrabNet Model.train (MP bulk modulus)", "samples/s"),
 }
+
+
+def original_reference(name: str, results: pathlib.Path = ROOT / "benchmarks" / "results" / "train_command") -> str:
+    """One line: the original code's median rate from ``results/<file>`` (date, hardware), or why not."""
+    fname, what, unit = ORIGINAL_RESULTS[name]
+    path = results / fname
+    if not path.is_file():
+        return f"original {what}: not measured ({path.name} missing; benchmarks/train_command.py --original {name})"
+    res = json.loads(path.read_text())
+    orig = res.get("original", {})
+    rate = orig.get("median_samples_per_s")
+    if rate is None:
+        return f"original {what}: {path.name} has no 'original' entry"
+    hw = res.get("hardware", {})
+    cpu = hw.get("cpu", "?") if isinstance(hw, dict) else str(hw)
+    if isinstance(hw, dict) and hw.get("cpu_isa"):
+        cpu += f" ({hw['cpu_isa']})"
+    return f"original {what} ~{rate:,.0f} {unit} on {cpu}, {res.get('date', '?')[:10]} (results/train_command/{fname})"
 
 
 def anchors(repeats: int, devices: int = 1):
@@ -284,7 +308,7 @@ def anchors(repeats: int, devices: int = 1):
     else:
         train, infer = train_and_infer_rate(cgcnn, (synthetic_graph(256),), 256, repeats, tx=sgd)
     print(f"CGCNN  5-atom graphs, 12 nbrs : train {train:8.0f}/s  infer {infer:8.0f}/s "
-          f"(LayerNorm; {ORIGINAL['cgcnn']})  {_cpu_note()}", flush=True)
+          f"(LayerNorm; {original_reference('cgcnn')})  {_cpu_note()}", flush=True)
     if devices == 1:  # the paper model: BatchNorm as the reference (benchmarks/pytorch_anchors.py's ConvLayer)
         train, infer = train_and_infer_rate(make_encoder("cgcnn", norm="batch"), (synthetic_graph(256),), 256,
                                             repeats, tx=sgd)
@@ -298,7 +322,7 @@ def anchors(repeats: int, devices: int = 1):
     else:
         train, infer = train_and_infer_rate(crab, comp, 256, repeats)
     print(f"CrabNet 5 elements            : train {train:8.0f}/s  infer {infer:8.0f}/s "
-          f"({ORIGINAL['crabnet']})  {_cpu_note()}", flush=True)
+          f"({original_reference('crabnet')})  {_cpu_note()}", flush=True)
     if devices == 1:  # roofline: is the step compute bound on this CPU?
         flops = FLOPS.get("train", float("nan"))
         peak = matmul_peak()

@@ -359,14 +359,18 @@ def command_line(argv=None) -> str:
 
 def hardware_description() -> dict:
     """Where a benchmark ran: CPU model, logical cores, JAX backend, device kind and count."""
-    cpu = platform.processor() or platform.machine()
+    cpu, isa = platform.processor() or platform.machine(), None
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            names = [ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")]
+            lines = fh.readlines()
+        names = [ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")]
         cpu = names[0] if names else cpu
+        flags = next((set(ln.split(":", 1)[1].split()) for ln in lines if ln.startswith("flags")), set())
+        # the widest vector ISA: machines sold under one model name ("Intel(R) Xeon(R) Processor") differ here
+        isa = next((f for f in ("avx512f", "avx2", "avx", "sse4_2") if f in flags), None)
     except OSError:
         pass
     devices = jax.devices()
-    return {"cpu": cpu, "cpu_cores": os.cpu_count(), "backend": jax.default_backend(),
+    return {"cpu": cpu, "cpu_isa": isa, "cpu_cores": os.cpu_count(), "backend": jax.default_backend(),
             "device_kind": devices[0].device_kind, "device_count": len(devices),
             "jax": jax.__version__}
