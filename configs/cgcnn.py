@@ -42,6 +42,7 @@ def get_config(arg=None):
                      n_h=1,                # --n-h 1
                      cutoff=8.0, gaussian_centers=41,
                      norm="batch",         # ConvLayer bn1 / bn2 (BatchNorm1d)
+                     conv_form="factored",  # "full": z_ij @ W per edge as fc_full does (same values; timing)
                      element_table="cgcnn_atom_init"),
         head_hidden=(),                    # linear output layer
         loss="mse",

@@ -199,9 +199,11 @@ class CGCNNConv(nn.Module):
     reference (`mmjax.nn.batch_norm`; running statistics in the ``batch_stats`` collection);
     ``"layer"`` — LayerNorm per row (stateless); ``"none"``.
 
-    ``W`` [2A + K, 2A] is one parameter ("kernel"), exactly CGCNN's ``fc_full``; the product
-    is evaluated as ``v_i W[:A] + v_j W[A:2A] + u_ij W[2A:]`` (node projections are computed
-    once per node and gathered), which is the same sum with ~4x fewer edge FLOPs. BatchNorm's
+    ``W`` [2A + K, 2A] is one parameter ("kernel"), exactly CGCNN's ``fc_full``. ``conv_form``:
+    ``"factored"`` (default) evaluates the product as ``v_i W[:A] + v_j W[A:2A] + u_ij W[2A:]``
+    (node projections computed once per node and gathered), the same sum with ~4x fewer edge
+    FLOPs; ``"full"`` forms ``z_ij`` per edge and multiplies it by ``W`` as the reference code
+    does (same parameters, same values up to float rounding; for like-for-like timing). BatchNorm's
     per-feature affine map is folded into the three terms before the fused gated sum.
 
     Call: v [N, A], u [E, K], senders/receivers int [E], edge_mask bool [E], node_mask bool [N]
@@ -211,6 +213,7 @@ class CGCNNConv(nn.Module):
     norm: str = "layer"
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+    conv_form: str = "factored"
 
     @nn.compact
     def __call__(self, v, u, senders, receivers, edge_mask, node_mask=None, train: bool = False):
@@ -221,8 +224,15 @@ class CGCNNConv(nn.Module):
         v = v.astype(self.dtype)
         if self.norm not in NORMS:
             raise ValueError(f"unknown norm {self.norm!r}; expected one of {NORMS}")
-        P, Q = v @ kernel[:a], v @ kernel[a:2 * a]
-        U = u.astype(self.dtype) @ kernel[2 * a:] + bias.astype(self.dtype)
+        if self.conv_form == "factored":
+            P, Q = v @ kernel[:a], v @ kernel[a:2 * a]
+            U = u.astype(self.dtype) @ kernel[2 * a:] + bias.astype(self.dtype)
+        elif self.conv_form == "full":  # z_ij [E, 2A + K] @ W per edge; the node terms are then zero
+            z = jnp.concatenate([gather_rows(v, senders), gather_rows(v, receivers), u.astype(self.dtype)], axis=-1)
+            U = z @ kernel + bias.astype(self.dtype)
+            P = Q = jnp.zeros((v.shape[0], 2 * a), self.dtype)
+        else:
+            raise ValueError(f"unknown conv_form {self.conv_form!r}; expected 'factored' or 'full'")
         if self.norm == "batch":
             return softplus(v + self._batch_norm_block(P, Q, U, senders, receivers, edge_mask, node_mask, train))
         gamma, beta = _NormParams(2 * a, self.param_dtype, name="norm_edge")() if self.norm == "layer" \
@@ -336,6 +346,7 @@ class CGCNN(nn.Module):
     pooling: str = DEFAULT_POOLING
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+    conv_form: str = "factored"  # CGCNNConv: "factored" or "full" (the reference's per-edge product)
 
     @nn.compact
     def __call__(self, graph: jraph.GraphsTuple, deterministic: bool = True):
@@ -344,7 +355,7 @@ class CGCNN(nn.Module):
         v = ElementEmbedding(self.atom_fea_len, self.element_features, None, self.num_elements,
                              self.dtype, self.param_dtype, name="embedding")(graph.nodes["atomic_numbers"])
         for i in range(self.n_conv):
-            v = CGCNNConv(self.norm, self.dtype, self.param_dtype, name=f"conv_{i}")(
+            v = CGCNNConv(self.norm, self.dtype, self.param_dtype, self.conv_form, name=f"conv_{i}")(
                 v, u, graph.senders, graph.receivers, edge_mask, node_mask, not deterministic)
         pooled, has_nodes = segment_mean_pool(v, node_mask, node_graph, graph.n_node.shape[0], self.pooling)
         h = softplus(pooled)

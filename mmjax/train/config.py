@@ -58,6 +58,7 @@ ADDED_KEYS = {
     "system.text_dim": lambda old: ((16 if old.get("system.small") else 150)
                                     if old.get("system.name") == "xmopa" else None),
     "system.packed_tokens": lambda old: 0.0 if old.get("system.name") == "crabnet" else None,
+    "system.encoder.conv_form": lambda old: "factored" if old.get("system.name") == "cgcnn" else None,
 }
 
 RESUME_IGNORED_KEYS = ("resume_mismatch", "train.compilation_cache_dir", "train.memory_check", "train.max_loss_ratio", "train.health", "train.health_batches", "train.progress", "train.log_every", "data.delay_s", "data.prefetch",

@@ -53,8 +53,8 @@ def test_cgcnn_conv_matches_numpy():
     p = {"kernel": 0.3 * f32(2 * a + k, 2 * a), "bias": 0.1 * f32(2 * a),
          "norm_edge": {"scale": 1 + 0.1 * f32(2 * a), "bias": 0.1 * f32(2 * a)},
          "norm_node": {"scale": 1 + 0.1 * f32(a), "bias": 0.1 * f32(a)}}
-    for norm in ("layer", "none"):
-        conv = CGCNNConv(norm=norm)
+    for norm, form in (("layer", "factored"), ("none", "factored"), ("layer", "full"), ("none", "full")):
+        conv = CGCNNConv(norm=norm, conv_form=form)
         pn = p if norm == "layer" else {"kernel": p["kernel"], "bias": p["bias"]}
         assert jax.tree.structure(jax.eval_shape(conv.init, jax.random.key(0), v, u, senders, receivers,
                                                  edge_mask)["params"]) == jax.tree.structure(pn)
@@ -62,6 +62,27 @@ def test_cgcnn_conv_matches_numpy():
         ref = _numpy_cgcnn_conv(pn, v.astype(np.float64), u.astype(np.float64), senders, receivers, edge_mask,
                                 norm == "layer")
         np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_full_and_factored_conv_forms_agree_in_batchnorm_training():
+    """The paper CGCNN (BatchNorm, training mode) with z_ij @ W per edge ("full", as the reference
+    computes it) equals the factored form: outputs, updated running statistics, gradients."""
+    rng = np.random.default_rng(4)
+    g = pad_batch([random_graph(rng, n, 3) for n in (2, 4, 3)], 12, 40, 4)
+    enc = {f: make_encoder("cgcnn", small=True, norm="batch", conv_form=f) for f in ("factored", "full")}
+    variables = enc["factored"].init(jax.random.key(0), g)
+    res = {}
+    for form, model in enc.items():
+        def loss(params):
+            out, upd = model.apply({"params": params, "batch_stats": variables["batch_stats"]}, g,
+                                   deterministic=False, mutable=["batch_stats"])
+            return jnp.sum(jnp.sin(out)), (out, upd)
+        (_, (out, upd)), grads = jax.value_and_grad(loss, has_aux=True)(variables["params"])
+        res[form] = (out, upd, grads)
+    for a, b in zip(jax.tree.leaves(res["factored"]), jax.tree.leaves(res["full"])):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="conv_form"):
+        make_encoder("cgcnn", small=True, conv_form="dense").init(jax.random.key(0), g)
 
 
 def test_graph_masks_follow_atomic_numbers():
