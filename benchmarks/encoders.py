@@ -268,7 +268,7 @@ def throughput_table(full: bool, repeats: int, counts):
 # What the original PyTorch code reaches, read from the last committed measurement of the training
 # command against it (benchmarks/train_command.py --original, issue #15), with its date and hardware:
 # machines differ between sessions (the 2026-12-02 AVX2 Xeon ran the original CGCNN main.py at
-# ~1,735 structures/s, the 2026-12-07 AVX-512 Xeon at ~600), so a constant would mislead.
+# ~1,735 structures/s, the 2026-12-07 AVX-512 Xeon at 500-750), so a constant would mislead.
 ORIGINAL_RESULTS = {
     "cgcnn": ("cgcnn_vs_original.json", "txie-93/cgcnn main.py epoch", "structures/s"),
     "crabnet": ("crabnet_vs_original_mp_bulk_modulus.json", "CrabNet Model.train (MP bulk modulus)", "samples/s"),
