@@ -194,3 +194,32 @@ def test_cgcnn_root_dir_several_targets_and_bad_layouts(tmp_path):
     (root / "id_prop.csv").write_text("a,x\nb,2\n")
     materials, errors = read_structure_folder(root)
     assert [m.id for m in materials] == ["b"] and "not a number" in errors[0].reason
+
+
+def test_cgcnn_root_dir_ids_with_folders_unlisted_files_and_options(tmp_path, caplog):
+    """Row ids name sub-folders as CGCNN's os.path.join does; unlisted files and a differing
+    atom_init.json are warned about in one line each; options that id_prop.csv overrides raise."""
+    root = cgcnn_root(tmp_path, "s1/x,1\ns2/x,2\na,3\n")
+    for sub, a in (("s1", 5.0), ("s2", 6.0)):
+        (root / sub).mkdir()
+        (root / sub / "x.cif").write_text(str(CifWriter(rocksalt(a))))
+    (root / "atom_init.json").write_text('{"1": [0.0, 1.0], "8": [1.0, 0.0]}')
+    with caplog.at_level("WARNING", logger="mmjax.data.sources.cif"):
+        materials, errors = read_structure_folder(root)
+    assert [m.id for m in materials] == ["s1/x", "s2/x", "a"] and not errors
+    assert [m.targets["target"] for m in materials] == [1.0, 2.0, 3.0]
+    np.testing.assert_allclose([m.structure.volume for m in materials[:2]], [125.0, 216.0], rtol=1e-6)
+    text = caplog.text
+    assert "3 structure file(s) not listed in id_prop.csv" in text and "unlisted.cif" in text
+    assert "atom_init.json is not read as data" in text and "element_table" in text
+    for option in (dict(recursive=True), dict(all_files=True), dict(duplicate_ids="error")):
+        with pytest.raises(ValueError, match="id_prop=False"):
+            read_structure_folder(root, **option)
+    # every file listed, no atom_init.json: nothing to warn about
+    caplog.clear()
+    (root / "atom_init.json").unlink()
+    for name in ("b", "c", "unlisted"):
+        (root / f"{name}.cif").unlink()
+    with caplog.at_level("WARNING", logger="mmjax.data.sources.cif"):
+        read_structure_folder(root)
+    assert caplog.text == ""

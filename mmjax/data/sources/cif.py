@@ -3,21 +3,31 @@
 A folder in CGCNN's ``root_dir`` layout (txie-93/cgcnn ``CIFData``: ``id_prop.csv`` with rows
 ``id,target[,target...]`` and no header, one ``<id>.cif`` per row) is read as CGCNN reads it: the
 rows of ``id_prop.csv``, in its order, with their targets (``"target"`` for one column,
-``"target_0"``, ``"target_1"``, ... for several); structure files not listed there are not read.
+``"target_0"``, ``"target_1"``, ... for several), each row's id as the material id (an id may name a
+sub-folder, ``s1/x`` -> ``s1/x.cif``); structure files not listed there are not read, and a warning
+line counts them. An ``atom_init.json`` in the folder is not read as data: CGCNN's table ships with
+mmjax (``config.system.encoder.element_table``, ``"cgcnn_atom_init"``); a warning names the key
+that takes this file instead when the two differ.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import logging
 import math
 import os
 import pathlib
 
+import numpy as np
+
+from mmjax.data.features.elements import load_element_table
 from mmjax.data.material import Material, RecordError
 from mmjax.data.sources.compressed import base_suffix, compression_of, open_text
 from mmjax.data.sources.result import ReadResult, SourceError, unique_ids
 from mmjax.data.sources.structure_text import parse_structure
+
+log = logging.getLogger(__name__)
 
 _FORMAT_OF_SUFFIX = {".cif": "cif", ".mcif": "cif", ".vasp": "poscar", ".poscar": "poscar"}
 _POSCAR_NAMES = ("poscar", "contcar")
@@ -86,6 +96,11 @@ def read_structure_folder(
     """
     folder = pathlib.Path(folder)
     if id_prop and (folder / ID_PROP).is_file():
+        changed = {k: v for k, v in (("recursive", recursive), ("all_files", all_files),
+                                     ("duplicate_ids", duplicate_ids)) if v != {"duplicate_ids": "suffix"}.get(k, False)}
+        if changed:
+            raise ValueError(f"{folder}: {ID_PROP} decides which files are read (CGCNN's root_dir), so "
+                             f"{sorted(changed)} cannot apply; pass id_prop=False to read the structure files alone")
         return read_cgcnn_root(folder, fmt=fmt, limit=limit)
     if folder.is_file():
         paths = [folder]
@@ -165,5 +180,31 @@ def read_cgcnn_root(folder: str | os.PathLike, *, fmt: str | None = None, limit:
         except RecordError as err:
             errors.append(err)
             continue
-        materials.append(dataclasses.replace(material, targets=dict(zip(names, values))))
+        materials.append(dataclasses.replace(material, id=rid, targets=dict(zip(names, values))))
+    if limit is None:
+        _warn_unlisted(folder, seen)
+    _warn_atom_init(folder)
     return ReadResult(materials, errors)
+
+
+def _warn_unlisted(folder: pathlib.Path, listed: set) -> None:
+    """One warning line counting the structure files in ``folder`` that no ``id_prop.csv`` row names."""
+    unlisted = sorted(p.name for p in folder.iterdir()
+                      if p.is_file() and structure_file_format(p) is not None and file_id(p) not in listed)
+    if unlisted:
+        log.warning("%s: %d structure file(s) not listed in %s are not read (e.g. %s); pass id_prop=False to read "
+                    "every file without targets", folder, len(unlisted), ID_PROP, ", ".join(unlisted[:3]))
+
+
+def _warn_atom_init(folder: pathlib.Path) -> None:
+    """Warn when ``folder/atom_init.json`` differs from the shipped CGCNN table (or cannot be compared)."""
+    path = folder / "atom_init.json"
+    if not path.is_file():
+        return
+    try:
+        same = np.array_equal(load_element_table(str(path)), load_element_table("cgcnn_atom_init"))
+    except (OSError, ValueError, KeyError, TypeError):
+        same = False  # unreadable here, or the shipped table is not found: say which table is used
+    if not same:
+        log.warning("%s is not read as data: the CGCNN systems use config.system.encoder.element_table (default "
+                    "'cgcnn_atom_init', CGCNN's published table); set it to %s to use this file", path, path)
