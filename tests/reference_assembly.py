@@ -13,7 +13,8 @@ from typing import Any
 import jraph
 import numpy as np
 
-from mmjax.data.pipeline import PRESENCE_KEYS, BatchIterator
+from mmjax.data.modalities import presence_key
+from mmjax.data.pipeline import BatchIterator
 from mmjax.data.schema import OPTIONAL_EDGE_KEYS
 
 
@@ -32,7 +33,7 @@ def assemble_records(asm, device_records: list[list[dict]]) -> dict:
     for d, recs in enumerate(device_records):
         batch["slot_valid"][d, :len(recs)] = True
         for m in asm.modalities:
-            batch["present"][m][d, :len(recs)] = [PRESENCE_KEYS[m] in r for r in recs]
+            batch["present"][m][d, :len(recs)] = [presence_key(m) in r for r in recs]
     if "crystal" in asm.modalities:
         batch["crystal"] = _graphs(asm, device_records)
     if "composition" in asm.modalities:

@@ -16,7 +16,6 @@ unsharded run.
 from __future__ import annotations
 
 import concurrent.futures
-import importlib
 import logging
 import math
 import multiprocessing
@@ -32,39 +31,10 @@ from tqdm.auto import tqdm
 from mmjax.data import modalities as registry
 from mmjax.data import store, store_writer
 from mmjax.data.material import Material, RecordError
+from mmjax.data.modalities.base import WARNINGS_KEY, featurizer, run_featurizer
 from mmjax.data.spec import FeatureSpec
 
 log = logging.getLogger(__name__)
-
-_FEATURE_MODULES = ("graph", "xrd", "composition", "symmetry", "dos", "density", "charge_density", "text")
-
-
-def featurizer(name: str) -> Callable:
-    """The featuriser function ``name`` from ``mmjax.data.features`` (imported lazily)."""
-    pkg = importlib.import_module("mmjax.data.features")
-    if hasattr(pkg, name):
-        return getattr(pkg, name)
-    for mod in _FEATURE_MODULES:
-        try:
-            module = importlib.import_module(f"mmjax.data.features.{mod}")
-        except ImportError:
-            continue
-        if hasattr(module, name):
-            return getattr(module, name)
-    raise ImportError(f"featuriser {name!r} not found in mmjax.data.features")
-
-
-def _run(record_id: str, what: str, fn: Callable, /, *args, **kwargs):
-    """Call one featuriser; any failure becomes a RecordError naming the record and the step."""
-    try:
-        return fn(*args, **kwargs)
-    except RecordError as err:
-        if err.record_id == record_id:
-            raise
-        raise RecordError(record_id, f"{what}: {err.reason}") from err
-    except Exception as exc:  # noqa: BLE001 - every featuriser failure is a per-record error
-        raise RecordError(record_id, f"{what} failed: {type(exc).__name__}: {exc}") from exc
-
 
 def check_structure(material: Material) -> None:
     st = material.structure
@@ -100,76 +70,12 @@ def featurize_material(material: Material, spec: FeatureSpec) -> dict:
                                    f"(Z <= {spec.max_atomic_number})")
     if st is not None:
         check_structure(material)
-        if spec.graph is not None:
-            fn = featurizer("neighbor_graph" if spec.graph == "cgcnn" else "potnet_graph")
-            g = _run(rid, f"{spec.graph} graph", fn, st, cutoff=spec.cutoff, max_neighbors=spec.max_neighbors)
-            rec["crystal/atomic_numbers"] = np.asarray(g["atomic_numbers"], np.int32)
-            rec["crystal/senders"] = np.asarray(g["senders"], np.int32)
-            rec["crystal/receivers"] = np.asarray(g["receivers"], np.int32)
-            rec["crystal/distances"] = np.asarray(g["distances"], np.float32)
-            if "edge_kind" in g:
-                rec["crystal/edge_kind"] = np.asarray(g["edge_kind"], np.int8)
-            if "potential" in g:
-                rec["crystal/potential"] = np.asarray(g["potential"], np.float32)
-            if not np.isfinite(rec["crystal/distances"]).all():
-                raise RecordError(rid, "crystal graph has non-finite distances")
-            isolated = np.setdiff1d(np.arange(len(rec["crystal/atomic_numbers"])), rec["crystal/senders"])
-            if isolated.size:  # kept (a valid input), but said: these atoms see no environment
-                cutoff = spec.cutoff or ("8" if spec.graph == "cgcnn" else "the graph's")
-                rec[WARNINGS_KEY] = [f"{isolated.size} of {len(rec['crystal/atomic_numbers'])} atoms have no "
-                                     f"neighbour within the {cutoff} Å cutoff (sites {isolated[:8].tolist()}"
-                                     f"{', ...' if isolated.size > 8 else ''}); their graph features come from the "
-                                     "atom alone"]
-        if spec.xrd:
-            x = _run(rid, "xrd", featurizer("xrd_pattern"), st, two_theta_range=spec.xrd_two_theta_range,
-                     step=spec.xrd_step, sigma=spec.xrd_sigma)
-            x = np.asarray(x, np.float32)
-            if not np.isfinite(x).all():
-                raise RecordError(rid, "xrd pattern has non-finite values")
-            rec["xrd"] = x
-        if spec.symmetry:
-            lab = _run(rid, "symmetry", featurizer("symmetry_labels"), st, symprec=spec.symprec)
-            rec["label/space_group"] = np.int32(lab["space_group"])
-            rec["label/crystal_system"] = np.int32(lab["crystal_system_index"])
-    if spec.composition and material.composition is not None:
-        if len(material.composition.elements) > spec.max_elements:
-            raise RecordError(rid, f"{len(material.composition.elements)} elements, more than "
-                                   f"max_elements={spec.max_elements}")
-        c = _run(rid, "composition", featurizer("composition_features"), material.composition, max_elements=None)
-        mask = np.asarray(c.get("mask", np.ones(len(c["atomic_numbers"]), bool)), bool)
-        rec["composition/atomic_numbers"] = np.asarray(c["atomic_numbers"], np.int32)[mask]
-        rec["composition/fractions"] = np.asarray(c["fractions"], np.float32)[mask]
-    if spec.dos and material.dos is not None:
-        dens = np.asarray(material.dos.densities, np.float64)
-        if dens.size == 0 or not np.isfinite(dens).any():
-            raise RecordError(rid, "DOS has no finite density value")
-        d = _run(rid, "dos", featurizer("dos_features"), material.dos.energies, material.dos.densities,
-                 efermi=material.dos.efermi, grid=spec.dos_grid)
-        rec["dos/densities"] = np.asarray(d["densities"], np.float32)
-        rec["dos/mask"] = np.asarray(d["mask"], bool)
-        if not np.isfinite(rec["dos/densities"]).all():
-            raise RecordError(rid, "DOS features have non-finite values after repair")
-    if spec.charge_density and material.charge_density is not None:
-        v = _run(rid, "charge density", featurizer("charge_density_features"), material.charge_density,
-                 size=spec.charge_density_size)
-        rec["charge_density"] = np.asarray(v, np.float32)
-        if not np.isfinite(rec["charge_density"]).all():
-            raise RecordError(rid, "charge density has non-finite values")
-    for name in spec.extra:
-        reg = registry.registered(name)
-        value = _run(rid, name, reg.featurize, material)
-        if value is not None:
-            value = np.asarray(value, reg.dtype)
-            if not np.isfinite(value).all():
-                raise RecordError(rid, f"{name} has non-finite values")
-            rec[reg.record_key] = value
-    if spec.text:
-        if material.text:
-            rec["text/raw"], rec["text/source"] = str(material.text), str(material.text_source or "source")
-        elif st is not None and spec.describe_missing_text:
-            text, source = _run(rid, "text description", featurizer("describe_structure"), st,
-                                use_robocrys=spec.text_robocrys, record_id=rid)
-            rec["text/raw"], rec["text/source"] = str(text), str(source)
+    for modality in registry.featurised(spec):
+        modality.add_features(material, spec, rec)
+    if st is not None and spec.symmetry:
+        lab = run_featurizer(rid, "symmetry", featurizer("symmetry_labels"), st, symprec=spec.symprec)
+        rec["label/space_group"] = np.int32(lab["space_group"])
+        rec["label/crystal_system"] = np.int32(lab["crystal_system_index"])
     names = spec.targets if spec.targets is not None else tuple(sorted(material.targets))
     for name in names:
         value = target_value(rid, name, material.targets.get(name))
@@ -230,7 +136,6 @@ def _item_id(item: Any, position: int) -> str:
     return f"#{position}"
 
 
-WARNINGS_KEY = "_warnings"  # a record's warnings: popped before writing, listed in manifest.warnings
 
 
 def featurize_item(item: Any, spec: FeatureSpec, parse: Callable[[Any], Material] | None,
@@ -373,8 +278,8 @@ def featurize_dataset(
         bar.update(len(chunk))
     bar.close()
     grids = {}
-    if spec.dos and "dos/densities" in writer.schema:
-        grids["dos/energies"] = spec.dos_grid.tolist()
+    for modality in registry.featurised(spec):
+        grids.update(modality.grids(spec, writer.schema))
     info = store.provenance(spec.to_dict(), sources, command)
     info["seconds"] = round(time.perf_counter() - t0, 3)
     info["num_workers"] = num_workers

@@ -21,14 +21,13 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-import jraph
 import numpy as np
 
 from mmjax.data import modalities as registry
-from mmjax.data import schema as S
 from mmjax.data.budgets import GraphBudget, budgets_from_manifest
 from mmjax.data.device_store import DeviceStore, estimate_nbytes
 from mmjax.data.material import RecordError
+from mmjax.data.modalities.base import Slots
 from mmjax.data.normalise import normalise, table_from_manifest, target_moments
 from mmjax.data.gather import ColumnGather
 from mmjax.data.order import IndexStream
@@ -36,10 +35,6 @@ from mmjax.data.store import Dataset
 
 STATE_VERSION = 1
 
-# Batch modality -> the record key whose presence marks it (built-in modalities; registered ones:
-# `mmjax.data.registry.presence_key`).
-PRESENCE_KEYS = registry.BUILTIN_PRESENCE
-_OPTIONAL_EDGE_KEYS = S.OPTIONAL_EDGE_KEYS
 
 
 class BatchAssembler:
@@ -67,17 +62,11 @@ class BatchAssembler:
         self.slots = batch_size // n_devices
         self.budget = budget
         self.modalities = tuple(modalities)
-        if "crystal" in self.modalities and budget is None:
-            raise ValueError("crystal graphs need a GraphBudget")
-        self.edge_extra = [k for k in _OPTIONAL_EDGE_KEYS if k in self.schema] if "crystal" in self.modalities else []
-        if max_elements is None and "composition" in self.modalities:
-            # element slots: the dataset's largest composition (not the featuriser's limit,
-            # max_elements = 8 by default: 6 slots instead of 8 is ~25 % less CrabNet / XxaCT-NN
-            # composition compute on typical data; empty slots never change a result)
-            spec = manifest.provenance.get("spec") or {}
-            max_elements = (manifest.padding.get("composition/elements", {}).get("max") or spec.get("max_elements")
-                            or S.MAX_ELEMENTS)
+        self.edge_extra: list[str] = []  # per-dataset settings the modalities' setup hooks fill
         self.max_elements = max_elements
+        self.dos_grid = None
+        for m in self.modalities:
+            registry.get(m).setup(self, manifest)
         fixed = dict(target_stats or {})
         table = table_from_manifest(manifest, [n for n in targets if n not in fixed], normalize_targets)
         self.targets = []
@@ -93,37 +82,17 @@ class BatchAssembler:
                 key = key if key in self.schema else None  # not in this dataset: every slot unlabelled
             mean, std = target_moments(st, shape) if regression else (0.0, 1.0)
             self.targets.append((name, key, regression, mean, std, shape))
-        self.dos_grid = None
-        if "dos" in self.modalities:
-            grid = manifest.grids.get("dos/energies")
-            if grid is None:
-                raise ValueError("the manifest has no grids['dos/energies'] for the DOS modality")
-            self.dos_grid = np.asarray(grid, np.float32)
         self.keys = self._needed_keys()
 
     def _needed_keys(self) -> list[str]:
-        keys = []
-        for m in self.modalities:
-            if m == "crystal":
-                keys += ["crystal/atomic_numbers", "crystal/senders", "crystal/receivers", "crystal/distances"]
-                keys += self.edge_extra
-            elif m == "composition":
-                keys += ["composition/atomic_numbers", "composition/fractions"]
-            elif m == "dos":
-                keys += ["dos/densities", "dos/mask"]
-            else:
-                keys.append(registry.presence_key(m))
+        keys = [k for m in self.modalities for k in registry.get(m).columns(self)]
         keys += [t[1] for t in self.targets if t[1] is not None]
         return keys
-
-    def _dense_shape(self, key: str) -> tuple:
-        return tuple(self.schema[key]["shape"])
 
     @staticmethod
     def dense_dtype(modality: str):
         """Batch dtype of a dense modality (float32 unless a registered one declares another)."""
-        reg = registry.registered(modality)
-        return np.float32 if reg is None else reg.dtype
+        return registry.get(modality).dtype
 
     def assemble_indices(self, gather: ColumnGather, groups: list[list[int]]) -> dict:
         """The Batch of the records ``groups[d]`` (dataset indices) on each device d, read
@@ -151,40 +120,13 @@ class BatchAssembler:
                 cache[key] = gather.ragged(key, plan)
             return cache[key]
 
+        slots = Slots(D, B, dev, slot, lens, fixed, ragged)
         for m in self.modalities:
-            key = registry.presence_key(m)
+            modality = registry.get(m)
             pres = batch["present"][m] = np.zeros((D, B), bool)
-            pres[dev, slot] = (ragged(key) if key in ("crystal/atomic_numbers", "composition/atomic_numbers")
-                               else fixed(key))[0]
-        if "crystal" in self.modalities:
-            batch["crystal"] = self._graphs_indices(ragged, dev, lens)
-        if "composition" in self.modalities:
-            present, ln, z = ragged("composition/atomic_numbers")
-            frac = ragged("composition/fractions")[2]
-            M = self.max_elements
-            if len(ln) and ln.max() > M:
-                raise ValueError(f"a composition has {ln.max()} elements, more than max_elements={M}")
-            cz = np.zeros((D, B, M), np.int32)
-            cf = np.zeros((D, B, M), np.float32)
-            cm = np.zeros((D, B, M), bool)
-            rows_d, rows_s = np.repeat(dev, ln), np.repeat(slot, ln)
-            cols = np.arange(int(ln.sum())) - np.repeat(np.cumsum(ln) - ln, ln)
-            cz[rows_d, rows_s, cols] = z
-            cf[rows_d, rows_s, cols] = frac
-            cm[rows_d, rows_s, cols] = True
-            batch["composition"] = {"atomic_numbers": cz, "fractions": cf, "mask": cm}
-        for m, key in registry.dense_keys().items():
-            if m in self.modalities:
-                out = np.zeros((D, B, *self._dense_shape(key)), self.dense_dtype(m))
-                out[dev, slot] = fixed(key)[1]
-                batch[m] = out
-        if "dos" in self.modalities:
-            L = self.dos_grid.shape[0]
-            dens, mask = np.zeros((D, B, L), np.float32), np.zeros((D, B, L), bool)
-            dens[dev, slot] = fixed("dos/densities")[1]
-            mask[dev, slot] = fixed("dos/mask")[1]
-            batch["dos"] = {"energies": np.broadcast_to(self.dos_grid, (D, B, L)).copy(), "densities": dens,
-                            "mask": mask}
+            pres[dev, slot] = (ragged if modality.ragged else fixed)(modality.presence_key)[0]
+        for m in self.modalities:
+            batch[m] = registry.get(m).assemble(self, slots)
         if self.targets:
             batch["targets"], batch["target_mask"] = {}, {}
             for name, key, regression, mean, std, shape in self.targets:
@@ -199,61 +141,6 @@ class BatchAssembler:
                 batch["targets"][name], batch["target_mask"][name] = vals, ok
         return batch
 
-    def _graphs_indices(self, ragged, dev: np.ndarray, lens: np.ndarray) -> jraph.GraphsTuple:
-        """The padded GraphsTuple from column reads: records in device-major order, ``lens[d]`` of
-        them on device d; each device's graphs packed into the budget, padding in graph B."""
-        D, B = self.n_dev, self.slots
-        N, E = self.budget.n_node, self.budget.n_edge
-        _, nn, z = ragged("crystal/atomic_numbers")
-        _, ne, snd = ragged("crystal/senders")
-        rcv, dist = ragged("crystal/receivers")[2], ragged("crystal/distances")[2]
-        if len(rcv) != len(snd) or len(dist) != len(snd):
-            raise ValueError("crystal/senders, crystal/receivers and crystal/distances have different lengths")
-        tn = np.bincount(dev, weights=nn, minlength=D).astype(np.int64)  # nodes / edges per device
-        te = np.bincount(dev, weights=ne, minlength=D).astype(np.int64)
-        for d in range(D):
-            if not self.budget.fits(int(tn[d]), int(te[d])):
-                raise ValueError(f"micro-batch of {tn[d]} nodes / {te[d]} edges exceeds budget {self.budget}")
-        # records are device-major, so device d's nodes / edges are one contiguous run of z / snd
-        node_start, edge_start = np.cumsum(tn) - tn, np.cumsum(te) - te
-        node_off = np.cumsum(nn) - nn - np.repeat(node_start, lens)  # first node of each record in its graph
-        shift = np.repeat(node_off, ne).astype(np.int32)
-        snd, rcv = snd + shift, rcv + shift
-        nodes = np.zeros((D, N), np.int32)
-        senders = np.zeros((D, E), np.int32)
-        distances = np.zeros((D, E), np.float32)
-        extra = []
-        for k in self.edge_extra:
-            name, dtype = _OPTIONAL_EDGE_KEYS[k]
-            present, ln, vals = ragged(k)
-            full = np.zeros(len(snd), dtype)  # a record without the optional key: all-zero edges
-            have = present & (ln == ne)
-            if have.all():
-                full[:] = vals
-            elif have.any():
-                full[np.repeat(have, ne)] = vals[np.repeat(have[present], ln[present])]
-            extra.append((name, full, np.zeros((D, E), dtype)))
-        for d in range(D):
-            n0, e0, n_d, e_d = node_start[d], edge_start[d], tn[d], te[d]
-            nodes[d, :n_d] = z[n0:n0 + n_d]
-            senders[d, :e_d] = snd[e0:e0 + e_d]
-            senders[d, e_d:] = n_d  # padding edges join the first padding node (graph B)
-            distances[d, :e_d] = dist[e0:e0 + e_d]
-            for _, full, arr in extra:
-                arr[d, :e_d] = full[e0:e0 + e_d]
-        receivers = senders.copy()
-        for d in range(D):
-            e0, e_d = edge_start[d], te[d]
-            receivers[d, :e_d] = rcv[e0:e0 + e_d]
-        edges = {"distances": distances}
-        edges.update((name, arr) for name, _, arr in extra)
-        n_node = np.zeros((D, B + 1), np.int32)
-        n_edge = np.zeros((D, B + 1), np.int32)
-        slot = np.arange(len(nn)) - np.repeat(np.cumsum(lens) - lens, lens)
-        n_node[dev, slot], n_edge[dev, slot] = nn, ne
-        n_node[:, B], n_edge[:, B] = N - tn, E - te
-        return jraph.GraphsTuple(nodes={"atomic_numbers": nodes}, edges=edges, senders=senders,
-                                 receivers=receivers, n_node=n_node, n_edge=n_edge, globals=None)
 
 class BatchIterator:
     """Iterator of Batch dicts with ``get_state()`` / ``set_state()`` (small JSON-able dicts).
@@ -321,7 +208,7 @@ class BatchIterator:
 
     def _next_groups(self) -> list[list[int]]:
         """The next batch's dataset indices per device (advances the stream, sets ``last_indices``)."""
-        crystal = "crystal" in self.assembler.modalities
+        crystal = any(registry.get(m).graph_budget for m in self.assembler.modalities)
         start = self.position
         groups, ran_out = [], False
         for _ in range(self.assembler.n_dev):
@@ -415,7 +302,7 @@ def make_batches(
         raise ValueError(f"modalities {missing} are not stored in this dataset (it has {available})")
     if targets is None:
         targets = sorted({k.split("/", 1)[1] for k in m.schema if k.startswith(("target/", "label/"))})
-    if "crystal" in modalities:
+    if any(registry.get(mod).graph_budget for mod in modalities):
         if budgets is None:
             budgets = budgets_from_manifest(m, batch_size // n_dev, percentile=percentile)
         check_dataset_budget(dataset, budgets)

@@ -42,6 +42,7 @@ import numpy as np
 
 import mmjax
 
+from mmjax.data import modalities as registry
 from mmjax.data.material import RecordError
 from mmjax.data.store_statistics import column_moments, scaled, update_statistics
 
@@ -52,27 +53,12 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 
 
-RAGGED_PREFIXES = ("crystal/", "composition/")
+RAGGED_PREFIXES = tuple(f"{m.name}/" for m in registry.BUILTIN.values() if m.ragged)
 
-
-# Declared dtypes of the record keys in mmjax.data.schema; other keys keep their own dtype.
-DTYPES = {
-    "crystal/atomic_numbers": np.int32,
-    "crystal/senders": np.int32,
-    "crystal/receivers": np.int32,
-    "crystal/distances": np.float32,
-    "crystal/edge_kind": np.int8,
-    "crystal/potential": np.float32,
-    "composition/atomic_numbers": np.int32,
-    "composition/fractions": np.float32,
-    "xrd": np.float32,
-    "text_embedding": np.float32,
-    "dos/densities": np.float32,
-    "dos/mask": np.bool_,
-    "charge_density": np.float32,
-    "label/space_group": np.int32,
-    "label/crystal_system": np.int32,
-}
+# Declared dtypes of the record keys in mmjax.data.schema (each modality's ``record_dtypes``, and the
+# symmetry labels); other keys keep their own dtype.
+DTYPES = {**{k: v for m in registry.BUILTIN.values() for k, v in m.record_dtypes.items()},
+          "label/space_group": np.int32, "label/crystal_system": np.int32}
 
 
 STRING_KEYS = ("text/raw", "text/source")
@@ -384,7 +370,7 @@ class Dataset:
             base = self if self._index is None else self.subset_base()
             self._sizes = tuple(base.ragged_lengths(k) if k in self.manifest.schema
                                 else np.zeros(self.num_base_records, np.int64)
-                                for k in ("crystal/atomic_numbers", "crystal/senders"))
+                                for k in registry.GRAPH.size_keys)
         nodes, edges = self._sizes
         return (nodes, edges) if self._index is None else (nodes[self._index], edges[self._index])
 

@@ -8,21 +8,15 @@ import numpy as np
 
 from mmjax.data import modalities as registry
 
-PERCENTILES = (50.0, 75.0, 90.0, 95.0, 99.0, 99.9, 100.0)
-# Float columns whose value moments (count, sum, sum of squares, min, max) are kept per chunk.
-SCALE_KEYS = ("xrd", "dos/densities", "charge_density", "text_embedding")  # built-in; see scaled()
-
 
 def scaled(key: str) -> bool:
-    """Whether the store records the value moments of record ``key`` (the built-in
-    `SCALE_KEYS` and those of registered dense modalities, `mmjax.data.modalities`)."""
-    return key in SCALE_KEYS or key in registry.scale_keys()
+    """Whether the store records the value moments (count, sum, sum of squares, min, max, per chunk)
+    of float record ``key``: the ``scale_keys`` a modality declares (`mmjax.data.modalities`)."""
+    return key in registry.scale_keys()
 
 
 def modality_of(key: str) -> str:
     """Modality name (a ``Batch["present"]`` key, or 'target'/'label'/'text_raw') of a record key."""
-    if key == "text_embedding":
-        return "text"
     for name, record_key in registry.dense_keys().items():
         if key == record_key:
             return name
@@ -56,14 +50,6 @@ def component_summary(values: np.ndarray) -> dict:
     return {k: [p.get(k, fill.get(k, 0)) for p in parts] for k in ("count", *fill)}
 
 
-def size_summary(sizes: np.ndarray, ids: np.ndarray) -> dict:
-    if sizes.size == 0:
-        return {"count": 0, "mean": 0.0, "max": 0, "max_id": None, "percentiles": {}}
-    j = int(np.argmax(sizes))
-    return {"count": int(sizes.size), "mean": float(sizes.mean()), "max": int(sizes[j]), "max_id": str(ids[j]),
-            "percentiles": {str(p): float(np.percentile(sizes, p)) for p in PERCENTILES}}
-
-
 def update_statistics(ds) -> None:
     """Recompute availability, target/label/scale statistics and padding statistics of
     ``ds.manifest`` in place, from the columns of ``ds`` (a whole `mmjax.data.store.Dataset`)."""
@@ -86,7 +72,7 @@ def update_statistics(ds) -> None:
             v = np.asarray(values)[present]
             size = 231 if key == "label/space_group" else int(v.max(initial=0)) + 1
             labels[key.split("/", 1)[1]] = {"count": int(v.size), "histogram": np.bincount(v, minlength=size).tolist()}
-    for key in SCALE_KEYS + registry.scale_keys():
+    for key in registry.scale_keys():
         parts = [f.get("moments", {}).get(key) for f in manifest.files]
         parts = [p for p in parts if p and p["count"]]
         if parts:
@@ -103,14 +89,10 @@ def update_statistics(ds) -> None:
         by_modality[mod] = max(by_modality.get(mod, 0), count)
     avail.update(by_modality)
     padding = {}
-    if "crystal/atomic_numbers" in schema:
-        nodes, edges = ds.graph_sizes()
-        crystal_present = ds.present("crystal/atomic_numbers")
-        padding["crystal/nodes"] = size_summary(nodes[crystal_present], ids[crystal_present])
-        padding["crystal/edges"] = size_summary(edges[crystal_present], ids[crystal_present])
-    if "composition/atomic_numbers" in schema:
-        m = ds.ragged_lengths("composition/atomic_numbers")
-        padding["composition/elements"] = size_summary(m[m > 0], ids[m > 0])
+    for name in registry.known():
+        modality = registry.get(name)
+        if modality.presence_key in schema:
+            padding.update(modality.padding(ds, ids))
     manifest.availability = avail
     manifest.statistics = {"targets": targets, "labels": labels, "scales": scales}
     manifest.padding = padding

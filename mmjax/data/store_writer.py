@@ -12,6 +12,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from mmjax.data import modalities as registry
 from mmjax.data.material import RecordError
 from mmjax.data.store import (DTYPES, MANIFEST, STRING_KEYS, Dataset, Manifest, column_entry, file_stem,
                               provenance)
@@ -76,8 +77,9 @@ def write_chunk(root: pathlib.Path, name: str, ids: Sequence[str], records: Sequ
             np.save(folder / f"{stem}.npy", out)
             if scaled(key):
                 vals = out[present]
-                if key == "dos/densities" and "dos/mask" in schema:
-                    mask = np.stack([r["dos/mask"] for r in records if key in r])
+                mask_key = registry.scale_mask(key)
+                if mask_key in schema:
+                    mask = np.stack([r[mask_key] for r in records if key in r])
                     vals = vals[mask]
                 moments[key] = column_moments(vals)
     return {"name": name, "num_records": n, "moments": moments}

@@ -1,9 +1,9 @@
-"""Modality registry: what the data layer knows about each modality, in one place.
+"""Modality registry: what the data layer knows about each modality, one module per modality.
 
-Built-in modalities (`mmjax.data.schema`): ``crystal`` (graph), ``composition`` (element slots),
-``dos`` (grid + mask) have their own assembly; ``xrd``, ``text`` and ``charge_density`` are
-*dense*: one fixed-shape float32 array per material (record key below), batched as
-``[n_dev, B, *shape]`` with zeros in empty slots.
+Built-in modalities, each declared by its own module here (`mmjax.data.modalities.base.Modality`:
+featuriser, record keys, batch assembly): `crystal` (graph), `composition` (element slots),
+`xrd`, `text`, `dos` (grid + mask), `charge_density`. The featurisation driver, the store's
+statistics and the batch assembler iterate this registry instead of naming modalities.
 
 A new dense modality is one module that calls `register` with a `DenseModality`::
 
@@ -18,56 +18,30 @@ Spawned featurisation workers import the module of each registered modality befo
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import importlib
 import importlib.util
 import inspect
 import re
-from typing import Callable
 
 import numpy as np
 
 from mmjax.data import schema as S
+from mmjax.data.modalities import charge_density, composition, crystal, dos, text, xrd
+from mmjax.data.modalities.base import DenseModality, Modality
 
+# Built-in modalities in schema order (`mmjax.data.schema.MODALITIES`).
+BUILTIN: dict[str, Modality] = {
+    m.MODALITY.name: m.MODALITY for m in (crystal, composition, xrd, text, dos, charge_density)}
+assert tuple(BUILTIN) == tuple(S.MODALITIES), (tuple(BUILTIN), S.MODALITIES)
 # Batch modality -> the record key whose presence marks it (built-in modalities).
-BUILTIN_PRESENCE = {
-    "crystal": "crystal/atomic_numbers",
-    "composition": "composition/atomic_numbers",
-    "xrd": "xrd",
-    "text": "text_embedding",
-    "dos": "dos/densities",
-    "charge_density": "charge_density",
-}
+BUILTIN_PRESENCE = {name: m.presence_key for name, m in BUILTIN.items()}
 # Built-in dense modalities -> their record key.
-BUILTIN_DENSE = {"xrd": "xrd", "text": "text_embedding", "charge_density": "charge_density"}
-
-
-@dataclasses.dataclass(frozen=True)
-class DenseModality:
-    """A modality stored as one fixed-shape array per material.
-
-    name: its Batch / ``present`` key and its name in ``config.data.modalities``.
-    record_key: the record / store key (``[a-z0-9_/]``, not a built-in key).
-    featurize: ``material -> array | None`` (`mmjax.data.material.Material`); None = the
-        material lacks it. An exception, or a non-finite value, makes the material a bad record
-        naming this modality; the array's shape must be the same for every material.
-    dtype: the stored and batched dtype (float32).
-    scale: record its value moments (``store_statistics``).
-    module: the module that registers it (imported by spawned workers); default: featurize's.
-    """
-
-    name: str
-    record_key: str
-    featurize: Callable
-    dtype: type = np.float32
-    scale: bool = True
-    module: str = ""
-
-    def __post_init__(self):
-        if not self.module:
-            object.__setattr__(self, "module", getattr(self.featurize, "__module__", "") or "")
-
+BUILTIN_DENSE = {name: m.dense_key for name, m in BUILTIN.items() if m.dense_key}
+# The modality whose graphs batches pack into a node / edge budget.
+GRAPH = next(m for m in BUILTIN.values() if m.graph_budget)
+# Featurisation order of the built-in modalities (text last: it may describe the structure).
+FEATURIZE_ORDER = ("crystal", "xrd", "composition", "dos", "charge_density")
 
 _REGISTRY: dict[str, DenseModality] = {}
 
@@ -105,7 +79,27 @@ def unregister(name: str) -> None:
 
 
 def registered(name: str) -> DenseModality | None:
+    """The user-registered modality ``name`` (None for a built-in or unknown name)."""
     return _REGISTRY.get(name)
+
+
+def get(name: str) -> Modality:
+    """The modality ``name`` (built-in or registered); KeyError naming the known ones."""
+    if name in BUILTIN:
+        return BUILTIN[name]
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    raise KeyError(f"unknown modality {name!r}; known: {list(known())} (register a new one with "
+                   "mmjax.data.modalities.register)")
+
+
+def featurised(spec) -> list[Modality]:
+    """The modalities `spec` (a `FeatureSpec`) asks for, in featurisation order: the built-in ones,
+    the registered ones of ``spec.extra``, then text."""
+    names = [n for n in FEATURIZE_ORDER if BUILTIN[n].enabled(spec)] + list(spec.extra)
+    if BUILTIN["text"].enabled(spec):
+        names.append("text")
+    return [get(n) for n in names]
 
 
 def known() -> tuple[str, ...]:
@@ -115,12 +109,7 @@ def known() -> tuple[str, ...]:
 
 def presence_key(name: str) -> str:
     """The record key whose presence marks modality ``name``; KeyError naming the known ones."""
-    if name in BUILTIN_PRESENCE:
-        return BUILTIN_PRESENCE[name]
-    if name in _REGISTRY:
-        return _REGISTRY[name].record_key
-    raise KeyError(f"unknown modality {name!r}; known: {list(known())} (register a new one with "
-                   "mmjax.data.modalities.register)")
+    return get(name).presence_key
 
 
 def dense_keys() -> dict[str, str]:
@@ -129,8 +118,13 @@ def dense_keys() -> dict[str, str]:
 
 
 def scale_keys() -> tuple[str, ...]:
-    """Record keys of the registered modalities whose statistics the store records."""
-    return tuple(m.record_key for m in _REGISTRY.values() if m.scale)
+    """Record keys (built-in and registered modalities) whose value moments the store records."""
+    return tuple(k for m in (*BUILTIN.values(), *_REGISTRY.values()) for k in m.scale_keys)
+
+
+def scale_mask(key: str) -> str | None:
+    """The bool record key selecting the values whose moments scale key ``key`` records, or None."""
+    return next((m.scale_masks[key] for m in BUILTIN.values() if key in m.scale_masks), None)
 
 
 def fingerprint(names) -> dict[str, str]:
