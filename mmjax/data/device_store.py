@@ -13,9 +13,9 @@ assembly competes with XLA for the cores; on a GPU it is the Python work at 10^4
 Layout on the device (``arrays``; R records, N_tot / E_tot nodes / edges of all records):
   * every Batch leaf of a fixed shape per slot (XRD, text, charge density, DOS densities and mask,
     composition rows, targets, presence flags): ``[R, ...]`` rows, gathered by record index (0 in
-    empty slots, which read an all-zero row R: ``[R + 1, ...]``); the DOS energy grid ``[L]`` once
-    (every slot's, as on the host);
-  * crystal graphs: the R graphs concatenated (``nodes`` int32 [N_tot + 1], ``ends`` int32
+    empty slots, which read an all-zero row R: ``[R + 1, ...]``); a modality's ``shared_leaves``
+    (the DOS energy grid ``[L]``) once (every slot's, as on the host);
+  * the graphs of a modality with ``graph_budget`` (crystal): the R graphs concatenated (``nodes`` int32 [N_tot + 1], ``ends`` int32
     [E_tot + 1, 2] = senders, receivers with all-records node numbering, edge features [E_tot + 1]),
     with ``records`` int32 [R + 1, 4] = per-record node count, edge count, first node, first edge
     (row R all zero); a micro-batch's graphs are packed
@@ -50,19 +50,14 @@ def estimate_nbytes(assembler, dataset) -> int:
     per_record = 1 + len(assembler.modalities)  # slot_valid, present
     per_record += sum(5 * int(np.prod(t[-1])) for t in assembler.targets)  # value + mask per component
     total = 0
-    dense = registry.dense_keys()
     for m in assembler.modalities:
-        if m == "crystal":
+        if registry.get(m).graph_budget:
             nodes, edges = dataset.graph_sizes()
             per_edge = 12 + sum(np.dtype(dt).itemsize for _, dt in _edge_extras(assembler))
             total += 4 * int(np.sum(nodes)) + per_edge * int(np.sum(edges))
             per_record += 16
-        elif m == "composition":
-            per_record += 9 * assembler.max_elements
-        elif m == "dos":
-            per_record += 9 * len(assembler.dos_grid)
-        elif m in dense:
-            per_record += np.dtype(assembler.dense_dtype(m)).itemsize * int(np.prod(assembler.schema[dense[m]]["shape"]))
+        else:
+            per_record += registry.get(m).row_nbytes(assembler)
     return total + R * per_record
 
 
@@ -106,6 +101,9 @@ class DeviceStore:
 
     def __init__(self, arrays: dict, budget: GraphBudget | None, num_records: int):
         self.arrays, self.budget, self.num_records = arrays, budget, int(num_records)
+        mods = {k: registry.get(k) for k in arrays if k in registry.known()}
+        self.graphs = tuple(k for k, m in mods.items() if m.graph_budget)  # packed-graph layout
+        self.shared = {k: m.shared_leaves for k, m in mods.items() if m.shared_leaves}  # kept once
 
     @property
     def nbytes(self) -> int:
@@ -126,23 +124,26 @@ class DeviceStore:
             raise ValueError("a device store needs at least one record")
         whole = copy.copy(assembler)  # the same assembler, laid out as one device of R slots
         whole.n_dev, whole.slots = 1, R
-        if "crystal" in assembler.modalities:
+        graphs = [m for m in assembler.modalities if registry.get(m).graph_budget]
+        if graphs:
             nodes, edges = gather.dataset.graph_sizes()
             nodes, edges = np.asarray(nodes[:R], np.int64), np.asarray(edges[:R], np.int64)
             whole.budget = GraphBudget(int(nodes.sum()) + 2, int(edges.sum()) + 1)
         rows = whole.assemble_indices(gather, [list(range(R))])
         if finalize is not None:
             rows = finalize(rows)
-        grid = rows["dos"].pop("energies")[0, 0] if "dos" in rows else None
-        arrays = {k: v for k, v in rows.items() if k not in ("crystal", "slot_valid")}
+        # leaves every slot shares (empty ones too; the DOS energy grid): kept once
+        shared = {m: {leaf: np.ascontiguousarray(rows[m].pop(leaf)[0, 0]) for leaf in registry.get(m).shared_leaves}
+                  for m in assembler.modalities if registry.get(m).shared_leaves}
+        arrays = {k: v for k, v in rows.items() if k not in graphs and k != "slot_valid"}
         arrays = jax.tree.map(lambda x: _with_zero_row(x[0]), arrays)  # drop the device axis
-        if grid is not None:  # the energy grid is every slot's (empty ones too): kept once
-            arrays["dos"]["energies"] = np.ascontiguousarray(grid)
-        if "crystal" in assembler.modalities:
-            g = rows["crystal"]
+        for m, leaves in shared.items():
+            arrays[m].update(leaves)
+        for m in graphs:
+            g = rows[m]
             nn, ne = g.n_node[0, :R].astype(np.int32), g.n_edge[0, :R].astype(np.int32)
             records = np.stack([nn, ne, np.cumsum(nn) - nn, np.cumsum(ne) - ne], axis=1).astype(np.int32)
-            arrays["crystal"] = {
+            arrays[m] = {
                 "nodes": g.nodes["atomic_numbers"][0],
                 "ends": np.stack([g.senders[0], g.receivers[0]], axis=1).astype(np.int32),
                 "edges": {k: v[0] for k, v in g.edges.items()},
@@ -156,14 +157,16 @@ class DeviceStore:
         """One device's Batch from record indices ``idx`` int32 [B] (-1 = empty slot); jnp, jittable."""
         valid = idx >= 0
         safe = jnp.where(valid, idx, self.num_records)  # empty slots read the all-zero row R
-        out = {k: jax.tree.map(lambda x: _take(x, safe), v) for k, v in arrays.items() if k not in ("crystal", "dos")}
+        out = {}
+        for k, v in arrays.items():
+            if k in self.graphs:
+                out[k] = self._pack_graphs(v, valid, safe)
+            elif k in self.shared:  # per-record leaves gathered; the shared ones broadcast to every slot
+                out[k] = {leaf: jnp.broadcast_to(x, valid.shape + x.shape) if leaf in self.shared[k] else _take(x, safe)
+                          for leaf, x in v.items()}
+            else:
+                out[k] = jax.tree.map(lambda x: _take(x, safe), v)
         out["slot_valid"] = valid
-        if "dos" in arrays:  # per-record densities and mask; the one energy grid for every slot
-            grid = arrays["dos"]["energies"]
-            out["dos"] = {k: _take(x, safe) for k, x in arrays["dos"].items() if k != "energies"}
-            out["dos"]["energies"] = jnp.broadcast_to(grid, valid.shape + grid.shape)
-        if "crystal" in arrays:
-            out["crystal"] = self._pack_graphs(arrays["crystal"], valid, safe)
         return out
 
     def _pack_graphs(self, g: dict, valid, safe):

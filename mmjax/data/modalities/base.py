@@ -110,6 +110,7 @@ class Modality:
     record_dtypes: dict = {}  # the stored dtype of each record key it writes
     scale_masks: dict = {}    # scale key -> the bool record key of the values its moments count
     graph_budget: bool = False  # batches pack its graphs into a node / edge budget
+    shared_leaves: tuple = ()   # Batch leaves equal for every slot (the device store keeps them once)
 
     def enabled(self, spec) -> bool:
         """Whether the `FeatureSpec` asks for this modality."""
@@ -133,6 +134,11 @@ class Modality:
 
     def columns(self, assembler) -> list[str]:
         return [self.presence_key]
+
+    def row_nbytes(self, assembler) -> int:
+        """Bytes of one slot of this modality's Batch leaf (the device store's size estimate)."""
+        shape = assembler.schema[self.dense_key]["shape"]
+        return np.dtype(self.dtype).itemsize * int(np.prod(shape))
 
     def assemble(self, assembler, slots: Slots):
         """Dense default: ``[n_dev, n_slots, *shape]`` of ``dtype``, zeros in empty slots."""

@@ -43,6 +43,9 @@ class Composition(Modality):
     def columns(self, assembler) -> list[str]:
         return ["composition/atomic_numbers", "composition/fractions"]
 
+    def row_nbytes(self, assembler) -> int:
+        return 9 * assembler.max_elements  # int32 element, float32 fraction, bool mask per slot
+
     def assemble(self, assembler, slots: Slots) -> dict:
         D, B, dev, slot = slots.n_dev, slots.n_slots, slots.dev, slots.slot
         _, ln, z = slots.ragged("composition/atomic_numbers")

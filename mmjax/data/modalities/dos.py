@@ -15,6 +15,7 @@ class Dos(Modality):
     scale_keys = ("dos/densities",)
     record_dtypes = {"dos/densities": np.float32, "dos/mask": np.bool_}
     scale_masks = {"dos/densities": "dos/mask"}  # moments of the covered energies only
+    shared_leaves = ("energies",)  # the dataset's one grid
 
     def add_features(self, material, spec, rec: dict) -> None:
         dos, rid = material.dos, material.id
@@ -41,6 +42,9 @@ class Dos(Modality):
 
     def columns(self, assembler) -> list[str]:
         return ["dos/densities", "dos/mask"]
+
+    def row_nbytes(self, assembler) -> int:
+        return 9 * len(assembler.dos_grid)  # float32 densities and energies, bool mask
 
     def assemble(self, assembler, slots: Slots) -> dict:
         D, B = slots.n_dev, slots.n_slots
