@@ -226,19 +226,16 @@ def feature_spec(config) -> "FeatureSpec":
     settings (graph kind, cutoff, max_neighbors, xrd range / step / sigma, max_elements, text).
     """
 
-    mods = config_modalities(config) or ("crystal", "composition", "xrd")
+    mods = config_modalities(config) or registry.DEFAULT_MODALITIES
     unknown = [m for m in mods if m not in registry.known()]
     if unknown:
         raise ValueError(f"config.data.modalities: unknown modality {', '.join(map(repr, unknown))}; known: "
                          f"{list(registry.known())} (a new one: mmjax.data.modalities.register)")
     f = config_option(config.data, "features", None)
     f = f.to_dict() if f is not None else {}
-    kw = dict(
-        graph=(f.get("graph") or "cgcnn") if "crystal" in mods else None,
-        xrd="xrd" in mods, composition="composition" in mods, symmetry=True,
-        dos="dos" in mods, charge_density="charge_density" in mods, text="text" in mods,
-        targets=None, extra=tuple(m for m in mods if registry.registered(m) is not None),
-    )
+    kw = dict(symmetry=True, targets=None, extra=tuple(m for m in mods if registry.registered(m) is not None))
+    for name, modality in registry.BUILTIN.items():
+        kw.update(modality.spec_switch(name in mods, f))
     for key in ("cutoff", "max_neighbors", "xrd_sigma", "xrd_step", "max_elements", "symprec", "dos_length"):
         if f.get(key) not in (None, 0, 0.0):  # 0 = the featuriser's default
             kw[key] = f[key]

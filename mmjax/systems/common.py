@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import jraph
 import ml_collections
 
+from mmjax.data import modalities
 from mmjax.objectives.temperature import DEFAULT_MAX_TEMPERATURE, DEFAULT_MIN_TEMPERATURE, temperature_from_log
 from mmjax.nn import make_encoder
 from mmjax.nn.batch_norm import GRAPH_BATCH_AXIS
@@ -118,13 +119,23 @@ def modality_inputs(batch: Mapping[str, Any], modality: str) -> tuple:
     if modality not in batch:
         raise KeyError(f"modality {modality!r} is not in the batch (it has {sorted(k for k in batch if k not in ('slot_valid', 'present', 'targets', 'target_mask'))})")
     x = batch[modality]
-    if modality == "crystal":
+    if _is_graph(modality):
         return (x,)
-    if modality == "composition":
-        return tuple(flatten_device_axis(x[k]) for k in ("atomic_numbers", "fractions", "mask"))
-    if modality == "dos":
-        return tuple(flatten_device_axis(x[k]) for k in ("energies", "densities", "mask"))
+    keys = _modality(modality).encoder_inputs if _modality(modality) is not None else ()
+    if keys:
+        return tuple(flatten_device_axis(x[k]) for k in keys)
     return (flatten_device_axis(x),)
+
+
+def _modality(name: str):
+    """The data layer's declaration of modality ``name`` (`mmjax.data.modalities`), or None for a
+    name only a system's batch carries."""
+    return modalities.get(name) if name in modalities.known() else None
+
+
+def _is_graph(name: str) -> bool:
+    m = _modality(name)
+    return m is not None and m.graph_budget
 
 
 def encode_modality(module: nn.Module | None, params: PyTree, modality: str, batch: Mapping[str, Any], *,
@@ -140,7 +151,7 @@ def encode_modality(module: nn.Module | None, params: PyTree, modality: str, bat
     """
     args = modality_inputs(batch, modality)
     if module is None:
-        if modality in ("crystal", "composition", "dos"):
+        if _modality(modality) is not None and not _modality(modality).dense_key:
             raise ValueError(f"modality {modality!r} needs an encoder (it is not a dense vector)")
         return args[0].astype(jnp.float32)
     kwargs = {}
@@ -154,7 +165,7 @@ def encode_modality(module: nn.Module | None, params: PyTree, modality: str, bat
         out = module.apply(variables, *xs, rngs=rngs, mutable=mutable, **kwargs)
         return (out[0], out[1]["batch_stats"]) if mutable else out
 
-    out = apply_graph_encoder(apply, args[0]) if modality == "crystal" else apply(*args)
+    out = apply_graph_encoder(apply, args[0]) if _is_graph(modality) else apply(*args)
     if mutable:
         out, new_stats = out
         if stats_out is not None:
@@ -166,7 +177,7 @@ def init_modality_variables(module: nn.Module, rng: jax.Array, modality: str, ba
     """All Flax variables of ``module`` for ``batch[modality]`` (``params``, and ``batch_stats``
     where it has BatchNorm); graphs are initialised on device 0's micro-batch."""
     args = modality_inputs(batch, modality)
-    if modality == "crystal":
+    if _is_graph(modality):
         args = (device_slice(args[0]),)
     return dict(module.init({"params": rng, "dropout": rng}, *args))
 

@@ -15,7 +15,8 @@ from mmjax.data.modalities.base import Modality
 
 DATA = pathlib.Path(__file__).resolve().parents[2] / "mmjax" / "data"
 # modules that must not name a modality: everything they do per modality goes through the registry
-GENERIC = ("featurize.py", "pipeline.py", "store.py", "store_writer.py", "store_statistics.py", "device_store.py")
+GENERIC = ("featurize.py", "pipeline.py", "store.py", "store_writer.py", "store_statistics.py", "device_store.py",
+           "spec.py")
 
 
 def _names_in_code(path: pathlib.Path) -> list[tuple[int, str]]:

@@ -40,6 +40,8 @@ BUILTIN_PRESENCE = {name: m.presence_key for name, m in BUILTIN.items()}
 BUILTIN_DENSE = {name: m.dense_key for name, m in BUILTIN.items() if m.dense_key}
 # The modality whose graphs batches pack into a node / edge budget.
 GRAPH = next(m for m in BUILTIN.values() if m.graph_budget)
+# What a config that names no modality featurises (``config.data.modalities`` empty).
+DEFAULT_MODALITIES = ("crystal", "composition", "xrd")
 # Featurisation order of the built-in modalities (text last: it may describe the structure).
 FEATURIZE_ORDER = ("crystal", "xrd", "composition", "dos", "charge_density")
 

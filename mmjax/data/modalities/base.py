@@ -64,12 +64,6 @@ def finite(record_id: str, value, dtype, what: str) -> np.ndarray:
     return arr
 
 
-def name_in(name: str, spec) -> bool:
-    """The `FeatureSpec` switch of built-in modality ``name`` (``spec.<name>``; the graph kind for
-    ``crystal``)."""
-    return spec.graph is not None if name == "crystal" else bool(getattr(spec, name))
-
-
 PERCENTILES = (50.0, 75.0, 90.0, 95.0, 99.0, 99.9, 100.0)
 
 
@@ -111,10 +105,16 @@ class Modality:
     scale_masks: dict = {}    # scale key -> the bool record key of the values its moments count
     graph_budget: bool = False  # batches pack its graphs into a node / edge budget
     shared_leaves: tuple = ()   # Batch leaves equal for every slot (the device store keeps them once)
+    encoder_inputs: tuple = ()  # a dict leaf's keys, in the order an encoder takes them ((): the array)
 
     def enabled(self, spec) -> bool:
-        """Whether the `FeatureSpec` asks for this modality."""
-        return name_in(self.name, spec)
+        """Whether the `FeatureSpec` asks for this modality (its switch ``spec.<name>``)."""
+        return bool(getattr(spec, self.name))
+
+    def spec_switch(self, on: bool, features: dict) -> dict:
+        """The `FeatureSpec` fields that turn this modality on or off (``config.data.features``:
+        ``features``)."""
+        return {self.name: on}
 
     def add_features(self, material, spec, rec: dict) -> None:
         raise NotImplementedError

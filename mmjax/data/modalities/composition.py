@@ -14,6 +14,7 @@ class Composition(Modality):
     name = "composition"
     presence_key = "composition/atomic_numbers"
     ragged = True
+    encoder_inputs = ("atomic_numbers", "fractions", "mask")
     record_dtypes = {"composition/atomic_numbers": np.int32, "composition/fractions": np.float32}
 
     def add_features(self, material, spec, rec: dict) -> None:

@@ -21,6 +21,12 @@ class Crystal(Modality):
     record_dtypes = {"crystal/atomic_numbers": np.int32, "crystal/senders": np.int32, "crystal/receivers": np.int32,
                      "crystal/distances": np.float32, "crystal/edge_kind": np.int8, "crystal/potential": np.float32}
 
+    def enabled(self, spec) -> bool:
+        return spec.graph is not None  # the graph kind ("cgcnn" / "potnet") is its switch
+
+    def spec_switch(self, on: bool, features: dict) -> dict:
+        return {"graph": (features.get("graph") or "cgcnn") if on else None}
+
     def add_features(self, material, spec, rec: dict) -> None:
         st, rid = material.structure, material.id
         if st is None:

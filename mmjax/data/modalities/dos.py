@@ -16,6 +16,7 @@ class Dos(Modality):
     record_dtypes = {"dos/densities": np.float32, "dos/mask": np.bool_}
     scale_masks = {"dos/densities": "dos/mask"}  # moments of the covered energies only
     shared_leaves = ("energies",)  # the dataset's one grid
+    encoder_inputs = ("energies", "densities", "mask")
 
     def add_features(self, material, spec, rec: dict) -> None:
         dos, rid = material.dos, material.id
