@@ -1,6 +1,6 @@
 """Data flows one way (issue 14): the library layers below the engine never import it.
 
-`mmjax.data`, `mmjax.nn`, `mmjax.objectives`, `mmjax.systems`, `mmjax.features` and `mmjax.sharding`
+`mmjax.data`, `mmjax.nn`, `mmjax.objectives`, `mmjax.systems` and `mmjax.features`
 must not import `mmjax.train`, `mmjax.eval`, `mmjax.analyze` or `mmjax.main` — at module level or
 inside a function (the ast of every file is read, so a lazy import counts too)."""
 
@@ -8,7 +8,7 @@ import ast
 import pathlib
 
 PKG = pathlib.Path(__file__).resolve().parents[1] / "mmjax"
-LOWER = ("data", "nn", "objectives", "systems", "features", "sharding.py")
+LOWER = ("data", "nn", "objectives", "systems", "features")
 UPPER = ("mmjax.train", "mmjax.eval", "mmjax.analyze", "mmjax.main")
 
 
@@ -31,6 +31,47 @@ def test_lower_layers_never_import_the_engine():
     bad = [f"{f.relative_to(PKG.parent)}:{line} imports {mod}" for f in files for line, mod in _imports(f)
            if any(mod == u or mod.startswith(u + ".") for u in UPPER)]
     assert bad == []
+
+
+def package_graph(root: pathlib.Path = PKG) -> dict[str, set[str]]:
+    """``{package: packages it imports}`` between the top-level parts of ``root`` (``mmjax.data``,
+    ``mmjax.train``, ``mmjax.main`` ...), from every import statement in every file."""
+    graph: dict[str, set[str]] = {}
+    for f in sorted(root.rglob("*.py")):
+        src = f.relative_to(root).parts[0].removesuffix(".py")
+        for _, mod in _imports(f):
+            parts = mod.split(".")
+            if parts[0] == root.name and len(parts) > 1 and parts[1] != src:
+                graph.setdefault(src, set()).add(parts[1])
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
+    """Edges ``(a, b)`` of ``graph`` that lie on a cycle (b reaches a back)."""
+    def reach(a):
+        seen, stack = set(), [a]
+        while stack:
+            for y in graph.get(stack.pop(), ()):
+                if y not in seen:
+                    seen.add(y)
+                    stack.append(y)
+        return seen
+    return sorted((a, b) for a in graph for b in graph[a] if a in reach(b))
+
+
+def test_no_import_cycle_between_packages():
+    graph = package_graph()
+    assert {"systems", "train", "eval"} <= set(graph) and "data" in graph["train"]  # the scan sees the packages
+    assert cycles(graph) == []
+
+
+def test_the_cycle_check_sees_a_cycle(tmp_path):
+    pkg = tmp_path / "mmjax"
+    (pkg / "data").mkdir(parents=True)
+    (pkg / "data" / "a.py").write_text("from mmjax.sharding import x\n")
+    (pkg / "sharding.py").write_text("from mmjax.data.schema import DATA_AXIS\n")
+    (pkg / "train.py").write_text("import mmjax.data\n")
+    assert cycles(package_graph(pkg)) == [("data", "sharding"), ("sharding", "data")]
 
 
 def test_the_check_sees_a_lazy_upward_import(tmp_path):

@@ -35,7 +35,7 @@ import jraph
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from mmjax import sharding as mesh_lib
+from mmjax.data import sharding as mesh_lib
 from mmjax.data import modalities as registry
 from mmjax.data.budgets import GraphBudget
 from mmjax.data.schema import OPTIONAL_EDGE_KEYS

@@ -1,4 +1,4 @@
-"""Multi-host start-up, plus the mesh and sharding helpers of `mmjax.sharding` (re-exported).
+"""Multi-host start-up, plus the mesh and sharding helpers of `mmjax.data.sharding` (re-exported).
 
 One mesh axis, ``"data"`` (`mmjax.data.schema.DATA_AXIS`), over every device of every process
 (Auto axis type, so GSPMD inserts collectives for batch-sharded matmuls). Batches carry a
@@ -18,7 +18,7 @@ from typing import Any, Mapping
 
 import jax
 
-from mmjax.sharding import (batch_sharding, host_to_global, leaf_sharding, make_mesh,  # noqa: F401 (re-exported)
+from mmjax.data.sharding import (batch_sharding, host_to_global, leaf_sharding, make_mesh,  # noqa: F401 (re-exported)
                             replicated, tree_shardings)
 
 __all__ = ["batch_sharding", "distributed_settings", "first_slurm_host", "host_to_global", "initialize_distributed",
