@@ -123,21 +123,3 @@ def make_system(config: ml_collections.ConfigDict) -> MatBind:
         head_hidden=tuple(s.head_hidden),
     )
 
-
-def system_config(small: bool = False) -> ml_collections.ConfigDict:
-    """The ``config.system`` section for MatBind (paper config; sources in ``configs/matbind.py``)."""
-    return ml_collections.ConfigDict(dict(
-        name="matbind",
-        stage="pretrain",
-        small=small,
-        modalities=ALL_MODALITIES,
-        latent_dim=16 if small else 128,
-        central_modality="crystal",
-        spoke_reduction="mean",
-        temperature=0.07,
-        learnable_temperature=False,
-        dos_dropout=0.1,
-        targets=ml_collections.ConfigDict({}, type_safe=False),
-        head_hidden=(),
-        encoder_overrides=ml_collections.ConfigDict({}, type_safe=False),
-    ))

@@ -135,27 +135,3 @@ def make_system(config: ml_collections.ConfigDict) -> MultiMat:
         head_inputs=("crystal",), head_source="encoder", head_hidden=tuple(s.head_hidden),
     )
 
-
-def system_config(small: bool = False) -> ml_collections.ConfigDict:
-    """The ``config.system`` section for MultiMat (code defaults; sources in ``configs/multimat.py``)."""
-    return ml_collections.ConfigDict(dict(
-        name="multimat",
-        stage="pretrain",
-        small=small,
-        modalities=ALL_MODALITIES,
-        element_features="cgcnn92",
-        latent_dim=16 if small else 128,
-        objective="anchored",
-        anchor="crystal",
-        clip_pair=("crystal", "dos"),
-        triple=("crystal", "dos", "charge_density"),
-        temperature=0.2,
-        learnable_temperature=False,
-        tensor_clip_variant="paper",
-        chunk_size=0,
-        barlow_lambda=0.0051,
-        barlow_half=True,
-        targets=ml_collections.ConfigDict({}, type_safe=False),
-        head_hidden=(),
-        encoder_overrides=ml_collections.ConfigDict({}, type_safe=False),
-    ))

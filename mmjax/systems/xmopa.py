@@ -127,31 +127,3 @@ def make_system(config: ml_collections.ConfigDict) -> XMoPA:
         head_source=s.get("head_source", "latent"), head_hidden=tuple(s.head_hidden),
     )
 
-
-def system_config(small: bool = False) -> ml_collections.ConfigDict:
-    """The ``config.system`` section for X-MoPA (paper values; see ``configs/xmopa.py`` for sources)."""
-    return ml_collections.ConfigDict(dict(
-        name="xmopa",
-        stage="pretrain",
-        small=small,
-        element_features="cgcnn92",
-        latent_dim=32 if small else 150,
-        text_dim=16 if small else 150,
-        predictor_hidden=(32,) if small else (256,),
-        predictor_activation="gelu",
-        sample_target=True,
-        stop_gradient_targets=False,
-        reduction="sum",
-        vicreg_weight=0.01,
-        vicreg_gamma=1.0,
-        vicreg_lambda_var=1.0,
-        vicreg_lambda_cov=1.0,
-        vicreg_use_std=False,
-        contrastive_weight=0.1,
-        temperature=0.07,
-        learnable_temperature=False,
-        targets=ml_collections.ConfigDict({}, type_safe=False),
-        head_source="latent",
-        head_hidden=(32,) if small else (256,),
-        encoder_overrides=ml_collections.ConfigDict({}, type_safe=False),
-    ))

@@ -7,9 +7,12 @@ indices without modality ``m`` (so ``present[m]`` is False there).
 
 from __future__ import annotations
 
+import pathlib
+
 import jax
 import numpy as np
 
+from mmjax.config_file import load_config
 from mmjax.data import store, store_writer
 from mmjax.data.pipeline import make_batches
 
@@ -109,3 +112,16 @@ def adam_losses(run, params, batch, steps: int = 6, learning_rate: float = 3e-3)
         updates, state = update(grads, state, params)
         params = apply(params, updates)
     return losses
+
+
+CONFIGS = pathlib.Path(__file__).resolve().parents[2] / "configs"
+
+
+def paper_system_section(name: str, modalities=None):
+    """The ``config.system`` section of ``configs/<name>.py:small`` (the one source of the system's
+    defaults) without prediction targets, with ``modalities`` when given."""
+    section = load_config(f"{CONFIGS / name}.py:small").system
+    section.targets = {}
+    if modalities is not None:
+        section.modalities = tuple(modalities)
+    return section

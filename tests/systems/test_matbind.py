@@ -4,7 +4,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from systems_helpers import adam_losses, first_batch, loss_grads_embed, make_dataset, present_masks, set_present
+from systems_helpers import (adam_losses, first_batch, loss_grads_embed, make_dataset, paper_system_section,
+                             present_masks, set_present)
 
 from mmjax.objectives import anchored_clip, info_nce
 from mmjax.systems import matbind
@@ -19,7 +20,7 @@ TINY = {"xrd": {"stem_channels": 8, "group_channels": (8,), "group_blocks": (1,)
 
 def _system(**overrides):
     c = base_config()
-    c.system = matbind.system_config(small=True)
+    c.system = paper_system_section("matbind", MODS)
     c.system.encoder_overrides = TINY
     c.system.update(overrides)
     return matbind.make_system(c)

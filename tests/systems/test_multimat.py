@@ -4,7 +4,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from systems_helpers import adam_losses, first_batch, loss_grads_embed, make_dataset, present_masks, set_present
+from systems_helpers import (adam_losses, first_batch, loss_grads_embed, make_dataset, paper_system_section,
+                             present_masks, set_present)
 
 from mmjax.objectives import (all_pairs_clip, anchored_clip, barlow_twins, barlow_twins_3d, info_nce,
                               tensor_clip)
@@ -20,7 +21,7 @@ TINY = {"charge_density": {"blocks": (1,), "planes": (32,), "cardinality": 2, "s
 
 def _config(**overrides):
     c = base_config()
-    c.system = multimat.system_config(small=True)
+    c.system = paper_system_section("multimat", MODS)
     c.system.encoder_overrides = TINY
     c.system.update(overrides)
     return c

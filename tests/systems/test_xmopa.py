@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-from systems_helpers import adam_losses, first_batch, loss_grads_embed, make_dataset, present_masks, set_present
+from systems_helpers import (adam_losses, first_batch, loss_grads_embed, make_dataset, paper_system_section,
+                             present_masks, set_present)
 
 from mmjax.objectives import all_pairs_clip, cross_modal_prediction, vicreg
 from mmjax.systems import xmopa
@@ -17,7 +18,7 @@ N = 8
 
 def _config(**overrides):
     c = base_config()
-    c.system = xmopa.system_config(small=True)
+    c.system = paper_system_section("xmopa")
     c.system.encoder_overrides = {"crystal": {"n_conv": 1}}  # fast compile; wiring is what is tested
     c.system.update(overrides)
     return c
