@@ -1,14 +1,22 @@
 """What a modality declares to the data layer (`Modality`), and the helpers its featuriser uses.
 
-A modality object is stateless; the hooks get the objects they work on:
+A modality object is stateless; the hooks get the objects they work on.
 
+Featurisation and the store:
+* ``spec_switch(on, features)`` / ``enabled(spec)``: the `FeatureSpec` fields that ask for it.
 * ``add_features(material, spec, rec)``: add this modality's record keys (`mmjax.data.schema`) to the
-  record dict ``rec`` when ``spec`` asks for it and the material has it; raise `RecordError` naming
-  the material for a bad value.
+  record dict ``rec`` when the material has it; raise `RecordError` naming the material for a bad
+  value. ``record_dtypes``: the stored dtype of each of those keys.
+* ``grids(spec, schema)``: grids every record shares, for the manifest (the DOS energies).
+* ``scale_keys`` / ``scale_masks``: float keys whose value moments the store records (and the mask
+  of the values counted); ``padding(dataset, ids)``: per-material size statistics.
+Batches:
 * ``setup(assembler, manifest)``: per-dataset batch settings on the `BatchAssembler` (the DOS grid,
-  composition slots, optional edge columns).
-* ``columns(assembler)``: the record columns a batch of this modality reads.
-* ``assemble(assembler, slots)``: the modality's Batch leaf from column reads (`Slots`).
+  composition slots, optional edge columns); ``columns(assembler)``: the record columns it reads.
+* ``assemble(assembler, slots)``: the modality's Batch leaf from column reads (`Slots`);
+  ``graph_budget``: its graphs are packed into the node / edge budget; ``shared_leaves``: leaves
+  equal for every slot; ``row_nbytes``: bytes per slot (device-store estimate).
+* ``encoder_inputs``: the dict leaf's keys in the order an encoder takes them.
 
 Presence: ``presence_key`` is the record key whose presence marks the modality (read from a
 ragged column when ``ragged``).
@@ -117,6 +125,7 @@ class Modality:
         return {self.name: on}
 
     def add_features(self, material, spec, rec: dict) -> None:
+        """Add this modality's record keys for ``material`` to ``rec`` (module docstring)."""
         raise NotImplementedError
 
     def grids(self, spec, schema: dict) -> dict:
@@ -125,8 +134,8 @@ class Modality:
         return {}
 
     def padding(self, dataset, ids) -> dict:
-        """Per-material size statistics for the manifest's ``padding`` (`mmjax.data.store_statistics`
-        ``size_summary``) of a dataset that stores this modality; ``ids`` are its material ids."""
+        """Per-material size statistics (`size_summary`) for the manifest's ``padding``, of a
+        dataset that stores this modality; ``ids`` are its material ids."""
         return {}
 
     def setup(self, assembler, manifest) -> None:
