@@ -42,6 +42,26 @@ def test_drop_rate_and_unbiased_scaling():
     np.testing.assert_array_equal(out, np.asarray(dropout(rng, x, 0.1)))
 
 
+def test_bf16_scaling_is_rounded_once_per_value():
+    """bf16 kept values are bf16(x / keep) computed in float32 (not x * bf16(1 / keep), which biases
+    every kept value by the same -0.16 % at rate 0.1); float32 values are x / keep (to XLA's division)."""
+    rng = jax.random.PRNGKey(5)
+    x = jax.random.uniform(jax.random.PRNGKey(6), (1024, 1024), minval=1.0, maxval=2.0).astype(jnp.bfloat16)
+    out = np.asarray(dropout(rng, x, 0.1).astype(jnp.float32))
+    keep = np.asarray(keep_mask(rng, 0.1, x.shape))
+    k = 1 - drop_threshold(0.1) / 65536
+    expect = np.asarray((x.astype(jnp.float32) / k).astype(jnp.bfloat16).astype(jnp.float32))
+    np.testing.assert_array_equal(out, np.where(keep, expect, 0.0))
+    biased = np.asarray((x * jnp.asarray(1 / k, jnp.bfloat16)).astype(jnp.float32))[keep]
+    xs = np.asarray(x.astype(jnp.float32))[keep]
+    assert abs(biased.sum() / xs.sum() * k - 1) > 1e-3  # what the rounded scale would give
+    assert abs(out[keep].sum() / xs.sum() * k - 1) < 2e-4  # rounding once per value: no bias
+    x32 = jnp.asarray(np.linspace(-3, 3, 4096, dtype=np.float32))
+    np.testing.assert_allclose(np.asarray(dropout(rng, x32, 0.1)),
+                               np.where(np.asarray(keep_mask(rng, 0.1, (4096,))), np.asarray(x32) / np.float32(k), 0),
+                               rtol=2e-7, atol=0)
+
+
 def test_gradient_is_mask_over_keep_and_edge_rates():
     rng, x = jax.random.PRNGKey(5), jnp.arange(1.0, 13.0).reshape(3, 4)
     g = np.asarray(jax.grad(lambda v: jnp.sum(dropout(rng, v, 0.25)))(x))
