@@ -70,12 +70,17 @@ def featurize_material(material: Material, spec: FeatureSpec) -> dict:
                                    f"(Z <= {spec.max_atomic_number})")
     if st is not None:
         check_structure(material)
-    for modality in registry.featurised(spec):
-        modality.add_features(material, spec, rec)
+    modalities = registry.featurised(spec)
+    for modality in modalities:  # the structure's own features, then its symmetry labels, then the rest
+        if modality.from_structure:
+            modality.add_features(material, spec, rec)
     if st is not None and spec.symmetry:
         lab = run_featurizer(rid, "symmetry", featurizer("symmetry_labels"), st, symprec=spec.symprec)
         rec["label/space_group"] = np.int32(lab["space_group"])
         rec["label/crystal_system"] = np.int32(lab["crystal_system_index"])
+    for modality in modalities:
+        if not modality.from_structure:
+            modality.add_features(material, spec, rec)
     names = spec.targets if spec.targets is not None else tuple(sorted(material.targets))
     for name in names:
         value = target_value(rid, name, material.targets.get(name))

@@ -114,6 +114,7 @@ class Modality:
     graph_budget: bool = False  # batches pack its graphs into a node / edge budget
     shared_leaves: tuple = ()   # Batch leaves equal for every slot (the device store keeps them once)
     encoder_inputs: tuple = ()  # a dict leaf's keys, in the order an encoder takes them ((): the array)
+    from_structure: bool = False  # computed from the structure alone (featurised before the symmetry labels)
 
     def enabled(self, spec) -> bool:
         """Whether the `FeatureSpec` asks for this modality (its switch ``spec.<name>``)."""

@@ -27,6 +27,8 @@ class Crystal(Modality):
     def spec_switch(self, on: bool, features: dict) -> dict:
         return {"graph": (features.get("graph") or "cgcnn") if on else None}
 
+    from_structure = True
+
     def add_features(self, material, spec, rec: dict) -> None:
         st, rid = material.structure, material.id
         if st is None:

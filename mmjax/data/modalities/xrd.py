@@ -14,6 +14,8 @@ class Xrd(Modality):
     scale_keys = ("xrd",)
     record_dtypes = {"xrd": np.float32}
 
+    from_structure = True
+
     def add_features(self, material, spec, rec: dict) -> None:
         if material.structure is None:
             return
