@@ -527,6 +527,8 @@ def _main(argv=None) -> int:
     args = ap.parse_args(argv)
     if any(f not in range(5) for f in args.folds):
         ap.error(f"--folds must be in 0..4, got {args.folds}")
+    if len(set(args.folds)) != len(args.folds):  # each fit is matched to its fold by order
+        ap.error(f"--folds names fold(s) {sorted({f for f in args.folds if args.folds.count(f) > 1})} more than once")
     for path in (LABELS, STRUCTURES, ALL_STRUCTURES, LINKS):
         if not path.exists():
             print(f"{path} not found; nothing to run")
@@ -624,6 +626,12 @@ def _main(argv=None) -> int:
     position = np.full(len(labels["ids"]), -1, np.int64)
     position[ds_rows] = np.arange(len(ds))
     available = position >= 0
+    linked = mbid_links(args.structures)  # (the store's ids are mbids, or material ids of the links file)
+    skipped = [dict(r) for r in ds.manifest.skipped  # left out of training and of the score, like unlinked rows
+               if str(r["id"]) in row_of or str(r["id"]) in linked]
+    if skipped:
+        print(f"warning: {len(skipped)} linked structures could not be featurised and are left out of training and "
+              f"scoring (run.json featurisation_skipped), e.g. {skipped[0]['id']}: {skipped[0]['reason']}")
     print(f"{TASK}: {len(labels['ids'])} rows, {n_items} structures tied to a row ({args.structures}), {available.sum()} featurised "
           f"({t_feat:.1f} s, cache {cache})")
 
@@ -734,6 +742,7 @@ def _main(argv=None) -> int:
         "settings": {k: v for k, v in vars(args).items() if k not in ("cache", "out", "verbose")},
         "encoder": config.system.encoder.to_dict() if "encoder" in config.system else None,
         "optim": config.optim.to_dict(), "featurise_s": round(t_feat, 1), "n_structures": int(available.sum()),
+        "n_linked": int(n_items), "featurisation_skipped": skipped,
         "folds": fold_runs, "summary": s, "fold_counts": results.fold_counts,
         "reported": [{"model": r.model, "mae": r.value, "std": r.std, "source": r.source} for r in lb + paper],
         "dummy_full_fold_mae": full_dummy.tolist(), "wall_s": round(time.time() - t_start, 1),

@@ -53,6 +53,15 @@ def test_finished_folds_resume_and_refuse_other_settings(tmp_path):
         mb.finished_folds(tmp_path, dict(settings, train_fraction=0.5))
 
 
+def test_folds_out_of_range_or_repeated_are_refused(capsys):
+    mb = _harness()
+    for argv, message in ((["--folds", "1", "1", "2"], "--folds names fold(s) [1] more than once"),
+                          (["--folds", "5"], "--folds must be in 0..4")):
+        with pytest.raises(SystemExit):
+            mb.main(argv)
+        assert message in capsys.readouterr().err
+
+
 def test_training_subsets_are_seeded_nested_and_in_order():
     import numpy as np
 
