@@ -7,7 +7,9 @@ training data's target normalisation (`training_target_stats`, a model folder's 
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -69,7 +71,8 @@ def _source_request(config, input_path: str | None) -> dict:
         p = os.path.abspath(input_path)
         if not os.path.exists(p):
             raise FileNotFoundError(f"--input {input_path!r}: no such file or folder")
-        return {"source": "input", "path": p, "content": content_fingerprint(p), **text}
+        names = [n for n in config_targets(config) if n not in CLASS_LABEL_OFFSETS]
+        return {"source": "input", "path": p, "content": content_fingerprint(p), "targets": names, **text}
     source = str(d.source)
     kwargs = config_option(d, "source_kwargs", None)
     req = {"source": source, "kwargs": kwargs.to_dict() if kwargs is not None else {}}
@@ -130,7 +133,10 @@ def _read_materials(req: dict, config) -> tuple[list, Callable | None, list]:
         return [(f"proto-{i:06d}", i, seed) for i in range(n)], prototype_material, []
     path = req.get("path") or (req["source"] if os.path.exists(req["source"]) else None)
     kwargs = dict(req.get("kwargs", {}))
-    result = read_source(path) if req["source"] == "input" else read_source(req["source"], **kwargs)
+    if req["source"] == "input":
+        result = read_source(path, **input_reader_kwargs(path, req.get("targets", [])))
+    else:
+        result = read_source(req["source"], **kwargs)
     errors = [{"id": str(e.record_id), "position": -1, "reason": str(e.reason)} for e in result.errors]
     if not result.materials and not errors:
         raise ValueError(f"data source {req.get('path', req['source'])!r} holds no material")
@@ -140,6 +146,28 @@ def _read_materials(req: dict, config) -> tuple[list, Callable | None, list]:
         for name in CLASS_LABEL_OFFSETS:  # symmetry labels are recomputed as class labels
             m.targets.pop(name, None)
     return list(result.materials), None, errors
+
+
+def input_reader_kwargs(path: str, names) -> dict:
+    """Reader keywords for an ``--input`` file: ``targets`` = the model's target names the file holds
+    (CSV header columns; JSON fields), so their labels are read whatever the column's type (a CSV
+    read without ``targets`` takes the float-typed columns only: an all-integer column, or one with a
+    non-numeric cell, would lose every label there, and evaluate would score nothing). A bad label
+    cell then names its row. Empty for a reader without ``targets`` (a CIF folder, ``id_prop.csv``)."""
+    from mmjax.data.sources import SOURCES, detect_source  # lazy, as in _read_materials
+    from mmjax.data.sources.compressed import open_text
+
+    kind = detect_source(path)
+    if not names or "targets" not in inspect.signature(SOURCES[kind]).parameters:
+        return {}
+    with open_text(path) as fh:
+        if kind == "csv":
+            header = next(csv.reader([fh.readline()]), [])
+            present = [n for n in names if n in {c.strip() for c in header}]
+        else:
+            text = fh.read()
+            present = [n for n in names if f'"{n}"' in text]
+    return {"targets": present} if present else {}
 
 
 def _finish_dataset(config, tmp: str, folder: str) -> None:
@@ -182,7 +210,8 @@ def prepare_dataset(config, workdir: str | None = None, input_path: str | None =
     folder = dataset_dir(config, workdir, input_path)
     if folder in _DATASET_CACHE:
         return _DATASET_CACHE[folder]
-    if not os.path.exists(os.path.join(folder, "manifest.json")):
+    reused = os.path.exists(os.path.join(folder, "manifest.json"))
+    if not reused:
         os.makedirs(os.path.dirname(folder), exist_ok=True)
         tmp = f"{folder}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
@@ -198,6 +227,12 @@ def prepare_dataset(config, workdir: str | None = None, input_path: str | None =
             for line in record_notes(manifest):
                 print(line, flush=True)
     ds = Dataset.open(folder)
+    if reused and input_path and jax.process_index() == 0 and ds.manifest.skipped:  # said on every reuse too
+        counts = ds.manifest.counts
+        print(f"featurised input {folder} (reused): {counts.get('written')} of {counts.get('input')} materials, "
+              f"{counts.get('skipped')} skipped when it was featurised", flush=True)
+        for line in record_notes(ds.manifest):
+            print(line, flush=True)
     _DATASET_CACHE[folder] = ds
     return ds
 

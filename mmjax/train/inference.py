@@ -158,9 +158,18 @@ def run_evaluate(config: ml_collections.ConfigDict, workdir: str, input_path: st
         try:
             outputs = collect_outputs(system.predict, params, eng["shardings"].params, eng["mesh"],
                                       build_iterator(config, split, input_path, workdir=workdir), with_targets=True)
-            out.update({f"{split}/{k}": v for k, v in prediction_metrics(outputs, stats).items()})
+            scores = prediction_metrics(outputs, stats)
         except NotImplementedError:
-            pass
+            scores = None
+        if scores is not None:
+            unlabelled = sorted(name for name in stats if not scores.get(f"{name}/n"))
+            where = input_path or f"the {split} split"
+            if len(unlabelled) == len(stats):  # a score of nothing is not a score
+                raise ValueError(f"{where}: no row has a label for {unlabelled}; nothing to evaluate "
+                                 "(--mode=predict writes predictions for unlabelled rows)")
+            if unlabelled and jax.process_index() == 0:
+                print(f"warning: {where} has no label for {unlabelled}: not scored", flush=True)
+            out.update({f"{split}/{k}": v for k, v in scores.items()})
     if jax.process_index() == 0:
         with open(_output_path(workdir, output, "evaluate.json"), "w", encoding="utf-8") as fh:
             json.dump(out, fh, indent=2)

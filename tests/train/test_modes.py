@@ -140,6 +140,39 @@ def test_input_labels_come_back_in_their_own_units_whatever_their_spread(trained
     assert out["predict/ewald_energy_per_atom/n"] == 4
 
 
+def test_input_csv_labels_are_read_whatever_the_column_type(trained, tmp_path, capsys, monkeypatch):
+    """An --input CSV's target column is read as the model's target even when pandas types it as
+    integers or a cell is not a number (read without targets, only float columns were labels: the
+    labels vanished and evaluate scored n = 0 with loss 0); the bad cell names its row; a reused
+    featurised input says again what it skipped; an input without that label is said not scored."""
+    config, workdir, _ = trained
+    rows = [[f"x{i}", generate_one(3000 + i).structure.to(fmt="poscar"), str(v)]
+            for i, v in enumerate([-11, -41, -7, 3])] + [["bad", generate_one(3010).structure.to(fmt="poscar"), "abc"]]
+    src = tmp_path / "labelled.csv"
+    with open(src, "w", newline="") as fh:
+        csv.writer(fh).writerows([["id", "poscar", "ewald_energy_per_atom"], *rows])
+    cols = run_predict(config, str(workdir), input_path=str(src), output=str(tmp_path / "p.csv"))
+    assert list(cols["id"]) == ["x0", "x1", "x2", "x3"]
+    assert np.asarray(cols["ewald_energy_per_atom_true"], np.float64) == pytest.approx([-11, -41, -7, 3], rel=1e-6)
+    first = capsys.readouterr().out
+    assert "bad" in first and "is not a number" in first
+    data_cache._DATASET_CACHE.clear()  # as a new command would: the featurised input is found on disk
+    out = run_evaluate(config, str(workdir), input_path=str(src), output=str(tmp_path / "e.json"))
+    assert out["predict/ewald_energy_per_atom/n"] == 4
+    assert "1 skipped when it was featurised" in capsys.readouterr().out  # the reused input says it again
+    unlabelled = tmp_path / "unlabelled.csv"
+    with open(unlabelled, "w", newline="") as fh:
+        csv.writer(fh).writerows([["id", "poscar"], *[r[:2] for r in rows[:4]]])
+    out = run_evaluate(config, str(workdir), input_path=str(unlabelled), output=str(tmp_path / "e2.json"))
+    assert "predict/ewald_energy_per_atom/n" not in out and out["predict/crystal_system/n"] == 4
+    assert "has no label for ['ewald_energy_per_atom']: not scored" in capsys.readouterr().out
+    # no label for any target: an error, not a score of nothing
+    import mmjax.train.inference as inference
+    monkeypatch.setattr(inference, "prediction_metrics", lambda outputs, stats: {f"{n}/n": 0 for n in stats})
+    with pytest.raises(ValueError, match=r"no row has a label for \['crystal_system', 'ewald_energy_per_atom'\]"):
+        run_evaluate(config, str(workdir), input_path=str(unlabelled), output=str(tmp_path / "e3.json"))
+
+
 def test_predict_without_input_uses_the_test_split_and_evaluate(trained):
     config, workdir, _ = trained
     cols = run_predict(config, str(workdir))

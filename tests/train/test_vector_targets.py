@@ -358,10 +358,12 @@ def test_benchmark_fit_refuses_a_vector_target_by_name(vector_dataset):
         target_values(ds, "v")
 
 
-def test_an_input_without_the_vector_label_predicts_and_evaluates_unlabelled(elastic_run, tmp_path):
-    """--input read with the reader's defaults names scalar fields only, so the elastic lists are
-    not labels there: predict still writes every component, evaluate reports 0 labelled values
-    (an unlabelled target is an absent key; the Batch carries it masked everywhere)."""
+def test_an_input_vector_label_is_read_and_one_without_it_is_not_scored(elastic_run, tmp_path):
+    """--input is read with the model's target names: the elastic tensors of a JSON input are its
+    labels (the 21 Voigt components come back in predictions.csv, evaluate scores them; the reader's
+    defaults named scalar fields only, so they were silently unlabelled). An input without them
+    predicts every component, and evaluate refuses to score nothing."""
+    from mmjax.data.sources.tabular import to_target
     from mmjax.train.modes import run_evaluate, run_predict
 
     cfg, workdir, _, _ = elastic_run
@@ -371,6 +373,16 @@ def test_an_input_without_the_vector_label_predicts_and_evaluates_unlabelled(ela
     src.write_text(json.dumps(doc))
     cols = run_predict(cfg, str(workdir), input_path=str(src), output=str(tmp_path / "p.csv"))
     assert sorted(cols["id"]) == sorted(doc) and all(f"elastic_{i}" in cols for i in range(21))
-    assert np.isnan(np.asarray(cols["elastic_0_true"], float)).all()
+    true = np.stack([np.asarray(cols[f"elastic_{i}_true"], float) for i in range(21)], axis=1)
+    expect = np.stack([to_target(doc[k]["elastic"], "elastic") for k in cols["id"]])
+    np.testing.assert_allclose(true, expect, rtol=1e-5, atol=1e-3)
     out = run_evaluate(cfg, str(workdir), input_path=str(src), output=str(tmp_path / "e.json"))
-    assert out["predict/normalised/elastic/n"] == 0 and "predict/elastic/mae" not in out
+    assert out["predict/elastic/n"] == 5 * 21 and out["predict/elastic/mae"] > 0
+    for v in doc.values():
+        del v["elastic"]
+    bare = tmp_path / "bare.json"
+    bare.write_text(json.dumps(doc))
+    cols = run_predict(cfg, str(workdir), input_path=str(bare), output=str(tmp_path / "p2.csv"))
+    assert sorted(cols["id"]) == sorted(doc) and np.isnan(np.asarray(cols["elastic_0_true"], float)).all()
+    with pytest.raises(ValueError, match=r"no row has a label for \['elastic'\]; nothing to evaluate"):
+        run_evaluate(cfg, str(workdir), input_path=str(bare), output=str(tmp_path / "e2.json"))
