@@ -33,20 +33,20 @@ _DATASET_CACHE: dict[str, Any] = {}
 
 
 def content_fingerprint(path: str) -> str:
-    """Fingerprint of a file or a folder's content: (relative path, size, mtime_ns) of every file,
-    recursively, hashed. Overwriting a file in place, adding or removing one changes it (a folder's
-    own mtime/size does not see an in-place rewrite)."""
+    """Fingerprint of a file or a folder's content: the relative path, size and bytes (sha1) of every
+    file, recursively, hashed. Any change of a file's bytes changes it, also one that keeps its size
+    and modification time (``cp -p``, ``rsync -a``, ``tar`` restore times), as does adding or removing
+    a file; a copy elsewhere, or a new modification time alone, does not. Reads every byte once per
+    call (about 1 GB/s)."""
     h = hashlib.sha1()
     if os.path.isdir(path):
         for root, dirs, files in os.walk(path):
             dirs.sort()
             for name in sorted(files):
                 f = os.path.join(root, name)
-                st = os.stat(f)
-                h.update(f"{os.path.relpath(f, path)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+                h.update(f"{os.path.relpath(f, path)}\0{os.path.getsize(f)}\0{_file_sha1(f)}\n".encode())
     else:
-        st = os.stat(path)
-        h.update(f"{st.st_size}\0{st.st_mtime_ns}".encode())
+        h.update(f"{os.path.getsize(path)}\0{_file_sha1(path)}".encode())
     return h.hexdigest()
 
 
@@ -59,6 +59,14 @@ def _text_request(config) -> dict:
         out["text_model"] = os.path.abspath(model)
         out["text_model_files"] = content_fingerprint(model)
     return out
+
+
+def _file_sha1(path: str) -> str:
+    h = hashlib.sha1()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _source_request(config, input_path: str | None) -> dict:

@@ -31,6 +31,29 @@ def test_in_place_rewrite_of_an_input_file_changes_the_key(tmp_path):
     assert data_cache.dataset_dir(config, str(tmp_path / "w"), str(cifs)) != before
 
 
+def test_a_rewrite_that_keeps_size_and_time_changes_the_key_and_a_touch_does_not(tmp_path):
+    """cp -p, rsync -a and tar restore modification times: a key of (size, mtime) reused the old
+    features of an edited file of the same length. The key reads the bytes."""
+    cifs = tmp_path / "cifs"
+    _write_cifs(cifs, [1, 2])
+    config = load_config("cgcnn")
+    f = cifs / "m0.cif"
+    before = data_cache.dataset_dir(config, str(tmp_path / "w"), str(cifs))
+    text, st = f.read_text(), f.stat()
+    edited = text[:-2] + ("x" if text[-2] != "x" else "y") + text[-1]  # one byte changed, same length
+    f.write_text(edited)
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert f.stat().st_size == st.st_size and f.stat().st_mtime_ns == st.st_mtime_ns
+    assert data_cache.dataset_dir(config, str(tmp_path / "w"), str(cifs)) != before
+    f.write_text(text)
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # same bytes, a new time: the same data
+    assert data_cache.dataset_dir(config, str(tmp_path / "w"), str(cifs)) == before
+    single = data_cache.content_fingerprint(str(f))
+    f.write_text(edited)
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert data_cache.content_fingerprint(str(f)) != single
+
+
 def test_text_model_and_pooling_are_part_of_the_key(tmp_path):
     config = load_config("xmopa")
     assert data_spec.feature_spec(config).text
