@@ -43,6 +43,7 @@ nor weight decay touches it). Unlisted labels get multiplier 1. Optional global-
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -208,9 +209,12 @@ def build_optimizer(
     """
     if cfg.name not in OPTIMIZERS:
         raise ValueError(f"config.optim.name={cfg.name!r}; expected one of {OPTIMIZERS}")
-    if cfg.peak_lr < 0 or cfg.init_lr < 0 or cfg.end_lr < 0 or (cfg.schedule == "cyclic" and cfg.cyclic_base_lr < 0):
-        bad = next(k for k in ("peak_lr", "init_lr", "end_lr", "cyclic_base_lr") if cfg[k] < 0)
-        raise ValueError(f"config.optim.{bad}={cfg[bad]}: learning rates must be >= 0")
+    rates = ("peak_lr", "init_lr", "end_lr") + (("cyclic_base_lr",) if cfg.schedule == "cyclic" else ())
+    bad = next((k for k in rates if not (math.isfinite(float(cfg[k])) and cfg[k] >= 0)), None)  # NaN fails too
+    if bad is not None:
+        raise ValueError(f"config.optim.{bad}={cfg[bad]}: learning rates must be finite and >= 0")
+    if not (math.isfinite(float(cfg.get("weight_decay", 0.0))) and cfg.get("weight_decay", 0.0) >= 0):
+        raise ValueError(f"config.optim.weight_decay={cfg.weight_decay}: must be finite and >= 0")
     if cfg.get("lookahead_k", 0) < 0 or not 0.0 <= cfg.get("lookahead_alpha", 0.5) <= 1.0:
         raise ValueError(f"config.optim.lookahead_k={cfg.lookahead_k} must be >= 0 and lookahead_alpha="
                          f"{cfg.lookahead_alpha} in [0, 1]")

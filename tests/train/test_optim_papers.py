@@ -35,8 +35,11 @@ def test_crabnet_preset_cycles_over_epochs_and_step_schedule():
     assert float(s(299)) == pytest.approx(0.01) and float(s(300)) == pytest.approx(0.001)
     with pytest.raises(ValueError, match="steps_per_epoch"):
         build_schedule(optim_config("crabnet"), 100)
-    with pytest.raises(ValueError, match="learning rates must be >= 0"):
-        build_optimizer(optim_config("generic", peak_lr=-1e-3), 10)
+    for bad in (-1e-3, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match=r"config.optim.peak_lr=.*: learning rates must be finite and >= 0"):
+            build_optimizer(optim_config("generic", peak_lr=bad), 10)
+    with pytest.raises(ValueError, match=r"config.optim.weight_decay=nan: must be finite and >= 0"):
+        build_optimizer(optim_config("generic", weight_decay=float("nan")), 10)
 
 
 def reference_crabnet(params, grads_seq, lrs, k=6, alpha=0.5, b1=0.9, b2=0.999, eps=1e-6):
