@@ -5,9 +5,11 @@ value of the wrong type is rejected naming the key. Multi-process runs are start
 environment (see `mmjax.train.mesh.distributed_settings` and ``launch/``).
 """
 
+import math
 import sys
 import warnings
 
+import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -43,7 +45,39 @@ def validate_config(config) -> None:
         raise ValueError(f"config.pretrain.steps={pre.steps}: must be >= 0")
     if int(config.data.get("batch_per_device", 1)) < 1:
         raise ValueError(f"config.data.batch_per_device={config.data.batch_per_device}: must be >= 1")
+    check_fractions(config)
     build_optimizer(config.optim, steps)
+
+
+def _numbers(node, path: str):
+    """``(dotted key, value)`` of every int / float leaf under a ConfigDict (bools excluded)."""
+    for key, value in node.items():
+        if isinstance(value, ml_collections.ConfigDict):
+            yield from _numbers(value, f"{path}.{key}")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            yield f"{path}.{key}", float(value)
+
+
+def check_fractions(config) -> None:
+    """Fractions a user sets, in range before any work, naming the key: every dropout rate under
+    ``config.system`` in [0, 1]; ``system.packed_tokens`` in [0, 1] or -1 (whether or not the head
+    reads it); ``data.split`` non-negative and summing to 1; ``data.budget_percentile`` in (0, 100]."""
+    system = config.get("system", None)
+    for key, value in (_numbers(system, "config.system") if system is not None else ()):
+        leaf = key.rsplit(".", 1)[1]
+        if "dropout" in leaf and not (math.isfinite(value) and 0.0 <= value <= 1.0):
+            raise ValueError(f"{key}={value}: a dropout rate must be in [0, 1]")
+        if leaf == "packed_tokens" and not (value == -1.0 or 0.0 <= value <= 1.0):
+            raise ValueError(f"{key}={value}: a fraction of the element slots in [0, 1] (0 = padded batches), "
+                             "or -1 for a fraction from the training set")
+    split = config.data.get("split", None)
+    if split is not None:
+        fr = [float(v) for v in split]
+        if any(not (math.isfinite(v) and v >= 0) for v in fr) or abs(sum(fr) - 1.0) > 1e-6:
+            raise ValueError(f"config.data.split={tuple(split)}: fractions must be >= 0 and sum to 1")
+    pct = config.data.get("budget_percentile", None)
+    if pct is not None and not (math.isfinite(float(pct)) and 0.0 < float(pct) <= 100.0):
+        raise ValueError(f"config.data.budget_percentile={pct}: must be in (0, 100]")
 
 
 def user_errors() -> tuple:

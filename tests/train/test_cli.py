@@ -73,6 +73,33 @@ def test_out_of_range_value_stops_before_any_work_in_one_line(tmp_path):
     assert not (tmp_path / "w").exists()
 
 
+def test_fractions_out_of_range_are_refused_before_any_work_naming_the_key():
+    """Dropout rates, CrabNet's packed-token fraction (also when the head does not read it), the split
+    fractions and the budget percentile are checked with the config, each error naming its key; every
+    shipped config passes."""
+    from mmjax.config_file import load_config
+    from mmjax.main import validate_config
+
+    shipped = sorted(p for p in (REPO / "configs").glob("*.py") if p.stem not in ("base", "__init__"))
+    assert len(shipped) >= 8
+    for path in shipped:
+        for arg in ("", ":small"):
+            validate_config(load_config(f"{path}{arg}"))
+    for key, value, message in (("system.encoder.dropout_rate", 1.5, "config.system.encoder.dropout_rate=1.5: a dropout"),
+                                ("system.encoder.dropout_rate", float("nan"), "dropout_rate=nan: a dropout rate"),
+                                ("system.packed_tokens", 2.0, "config.system.packed_tokens=2.0: a fraction"),
+                                ("data.split", (0.8, 0.3, 0.1), r"config.data.split=\(0.8, 0.3, 0.1\): fractions"),
+                                ("data.budget_percentile", 150.0, "config.data.budget_percentile=150.0: must be in")):
+        c = load_config(f"{REPO}/configs/crabnet.py:small")
+        section, leaf = key.rsplit(".", 1)
+        node = c
+        for part in section.split("."):
+            node = node[part]
+        node[leaf] = value
+        with pytest.raises(ValueError, match=message):
+            validate_config(c)
+
+
 def parse_config_flags(argv, monkeypatch):
     """main.py's --config flag (locked) on fresh FlagValues; config_flags reads overrides from sys.argv."""
     monkeypatch.setattr(sys, "argv", argv)
