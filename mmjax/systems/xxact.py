@@ -40,6 +40,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from mmjax.data import modalities
 from mmjax.data.spec import config_target_dims, config_targets, xrd_tokens
 from mmjax.nn import CrabNet, CrossAttentionFusion, MultiTaskHead, MXMHead, XrdTransformer
 from mmjax.objectives import info_nce, masked_xrd_loss, multitask_loss, sample_task, sample_token_mask
@@ -163,7 +164,8 @@ class XxactSystem(System):
         for m in self.modalities:
             if m not in batch:
                 raise KeyError(f"XxaCT-NN needs modality {m!r} in the batch (it has "
-                               f"{sorted(k for k in batch if k in ('crystal', 'composition', 'xrd', 'text', 'dos'))})")
+                               f"{sorted(k for k in batch if k in modalities.known())}): add it to "
+                               "config.data.modalities")
         comp = flatten_tree(batch["composition"])
         xrd = flatten_tree(batch["xrd"])
         return comp["atomic_numbers"], comp["fractions"], comp["mask"], xrd
