@@ -264,6 +264,13 @@ def drop_rows_after(path: str, step: int) -> int:
     return len(lines) - len(keep)
 
 
+def data_identity(it) -> str | None:
+    """The featurised dataset a training iterator reads: its folder's name (``<source>-<hash of the
+    source content and featuriser settings>``, `mmjax.data.cache.dataset_dir`), or None (synthetic)."""
+    root = getattr(getattr(it, "dataset", None), "root", None)
+    return os.path.basename(str(root).rstrip("/")) if root is not None else None
+
+
 def _train_locked(system, config, workdir, train_iter, eval_iter_fn, mesh):
     t_start = time.time()
     tc, total = config.train, int(config.train.steps)
@@ -279,12 +286,17 @@ def _train_locked(system, config, workdir, train_iter, eval_iter_fn, mesh):
 
     # ------------------------------------------------------------------ init or resume
     steps = ckpt.all_steps()
+    data_id = data_identity(train_iter)
     if steps:
         try:
-            old_cfg = ckpt.restore_meta(steps[-1]).get("config", {})
+            old_meta = ckpt.restore_meta(steps[-1])
+            old_cfg = old_meta.get("config", {})
         except Exception:  # unreadable: restore_latest below quarantines it
-            old_cfg = None
+            old_meta, old_cfg = {}, None
         diffs = config_differences(old_cfg, cfg_json) if old_cfg is not None else []
+        if old_meta.get("data") and data_id and old_meta["data"] != data_id:
+            diffs.append(f"training data: featurised {old_meta['data']} -> {data_id} (the source's content or the "
+                         "featuriser settings changed)")
         if diffs and not config.resume_mismatch:
             ckpt.close()
             raise ConfigMismatch(
@@ -334,7 +346,7 @@ def _train_locked(system, config, workdir, train_iter, eval_iter_fn, mesh):
     feed = Prefetcher(source, put_fn, prefetch, limit=total - step, wait=store is None)
 
     def meta_now(s: int) -> dict:
-        return {"config": cfg_json, "data_state": feed.get_state(), "step": s, "best": best}
+        return {"config": cfg_json, "data_state": feed.get_state(), "step": s, "best": best, "data": data_id}
 
     first_step_s = compile_s = None
     try:

@@ -144,3 +144,32 @@ def test_an_isolated_atom_is_kept_with_a_warning_in_the_manifest_and_on_screen(t
     (warning,) = ds.manifest.warnings
     assert warning["id"] == "gas" and "2 of 2 atoms have no neighbour within the 8" in warning["warning"]
     assert "warning: gas: 2 of 2 atoms" in capsys.readouterr().out
+
+
+def test_resuming_on_changed_training_data_is_refused_naming_it(tmp_path):
+    """A workdir's checkpoints record the featurised dataset they trained on; the same command after
+    the source's content changed is a mismatch naming both datasets (it resumed the old run on the
+    new data silently), and --config.resume_mismatch=True continues anyway."""
+    import pytest
+
+    from mmjax.train.loop import ConfigMismatch
+    from mmjax.train.modes import run_train
+
+    root = tmp_path / "root"
+    _write_cifs(root, range(1, 21))
+    (root / "id_prop.csv").write_text("".join(f"m{i},{0.1 * i}\n" for i in range(20)))
+    config = load_config("cgcnn")
+    config.system.encoder.update(dict(atom_fea_len=8, n_conv=1, h_fea_len=8))
+    config.system.targets = {"target": 1}
+    config.data.source, config.data.targets = str(root), ("target",)
+    config.data.num_workers, config.data.batch_per_device = 0, 1
+    config.train.steps, config.train.eval_every, config.train.progress = 2, 0, False
+    config.checkpoint.every = 1
+    workdir = str(tmp_path / "w")
+    run_train(config, workdir)
+    generate_one(99, seed=0).structure.to(filename=str(root / "m3.cif"))  # new content, same name
+    config.train.steps = 3
+    with pytest.raises(ConfigMismatch, match=r"training data: featurised root-\w+ -> root-\w+"):
+        run_train(config, workdir)
+    config.resume_mismatch = True
+    assert run_train(config, workdir)["steps"] == 3
