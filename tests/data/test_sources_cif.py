@@ -78,11 +78,13 @@ def test_folder_errors(tmp_path):
         read_structure_file(tmp_path / "bad.cif")
 
 
-def test_duplicate_stems_get_suffix(tmp_path):
+def test_duplicate_stems_get_suffix(tmp_path, caplog):
     (tmp_path / "x.cif").write_text(str(CifWriter(rocksalt())))
     (tmp_path / "x.vasp").write_text(Poscar(rocksalt()).get_str())
-    result = read_structure_folder(tmp_path)
+    with caplog.at_level("WARNING", logger="mmjax.data.sources.result"):
+        result = read_structure_folder(tmp_path)
     assert result.ids() == ["x", "x#2"]
+    assert "1 id(s) occur more than once (e.g. 'x'); the repeats are renamed '<id>#2'" in caplog.text
     assert result.materials[1].meta["source_id"] == "x"
     with pytest.raises(SourceError, match="more than once"):
         read_structure_folder(tmp_path, duplicate_ids="error")

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from typing import NamedTuple
 
 from mmjax.data.material import Material, RecordError
+
+log = logging.getLogger(__name__)
 
 
 class SourceError(ValueError):
@@ -64,4 +67,9 @@ def unique_ids(materials: list[Material], duplicate_ids: str, source: str) -> li
             m.meta["source_id"] = m.id
             m.id = f"{m.id}#{count}"
             out.append(m)
+    repeated = sorted(i for i, n in seen.items() if n > 1)
+    if repeated:
+        what = "renamed '<id>#2', '<id>#3', ..." if duplicate_ids == "suffix" else "dropped (the first kept)"
+        log.warning("%s: %d id(s) occur more than once (e.g. %r); the repeats are %s", source, len(repeated),
+                    repeated[0], what)
     return out
